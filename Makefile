@@ -1,0 +1,31 @@
+# `make demo` and `make test` each create or reuse .venv and install only what is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+STAMP := $(VENV)/.installed
+# fairseq's other dependencies, listed so torchaudio (audio code only) stays out.
+FAIRSEQ_DEPS := cffi cython "hydra-core==1.3.2" "omegaconf==2.3.0" numpy regex bitarray packaging tqdm
+
+.PHONY: demo test install clean
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+install: $(STAMP)
+
+# torch is pinned to the CPU wheel; fairseq-fixed builds against it (no build isolation,
+# which would fetch another torch). On a GPU machine see README.md.
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "torch==2.13.0" numpy cython
+	$(PIP) $(FAIRSEQ_DEPS) sacrebleu sentencepiece matplotlib scikit-learn pytest
+	$(PY) -c "import fairseq" 2>/dev/null || $(PIP) --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,12 @@
+"""td_fairseq: targeted dropout for fairseq Transformers.
+
+``fairseq-train --user-dir td_fairseq`` imports this package after fairseq, which
+registers the models and criterion. The sparsity core and the vision module stay
+importable without fairseq; import ``td_fairseq.models`` to register explicitly.
+"""
+import sys
+
+__version__ = "0.1.0"
+
+if "fairseq" in sys.modules:
+    from . import criterions, models  # noqa: F401  (registration side effects)

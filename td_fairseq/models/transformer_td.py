@@ -1,0 +1,121 @@
+"""fairseq adapter: ``transformer_td``, a stock Transformer with TD attached after build.
+
+Nothing of fairseq's Transformer is copied: the model is built by the parent class, then
+the core's ``apply_targeted_dropout`` routes every selected ``.weight`` through a
+controller. State-dict keys stay those of the stock model (random-targeted types add one
+``td.random_score`` buffer per targeted module).
+"""
+import argparse
+import math
+
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import TransformerModel
+from fairseq.models.transformer.transformer_legacy import (
+    base_architecture, tiny_architecture, transformer_iwslt_de_en, transformer_vaswani_wmt_en_de_big,
+    transformer_wmt_en_de)
+
+from ..sparsity import TD_TYPES, TDConfig, apply_targeted_dropout, parse_kinds, transformer_selector
+
+
+def _unit_interval(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _targets(text):
+    try:
+        return ",".join(parse_kinds(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def add_td_args(parser):
+    """TD options; defaults are None so that named architectures can set their own."""
+    group = parser.add_argument_group("targeted dropout")
+    group.add_argument("--td-type", choices=TD_TYPES, help="what is targeted (none disables TD)")
+    group.add_argument("--td-gamma", type=_unit_interval, metavar="G", help="targeted fraction")
+    group.add_argument("--td-alpha", type=_unit_interval, metavar="A", help="drop probability of a targeted element")
+    group.add_argument("--td-ramp-updates", type=_non_negative_int, metavar="R",
+                       help="ramp gamma and alpha over R and 2R updates (0: constant)")
+    group.add_argument("--td-targets", type=_targets, metavar="LIST",
+                       help="comma list from attn,ffn,embed,output")
+    group.add_argument("--td-eval-mask", action="store_true", default=None,
+                       help="in eval mode remove the bottom-gamma set (validation of ramping TD)")
+
+
+def td_config_from_args(args) -> TDConfig:
+    return TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha,
+                    ramp_updates=args.td_ramp_updates, eval_mask=bool(args.td_eval_mask))
+
+
+@register_model("transformer_td")
+class TransformerTDModel(TransformerModel):
+    """fairseq's Transformer with targeted dropout on the selected weight matrices."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_td_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        td_base_architecture(args)
+        config = td_config_from_args(args)
+        model = super().build_model(args, task)
+        if config.td_type != "none":
+            apply_targeted_dropout(model, config, transformer_selector(args.td_targets))
+        return model
+
+
+def td_base_architecture(args):
+    args.td_type = getattr(args, "td_type", None) or "weight"
+    for name, default in (("td_gamma", 0.75), ("td_alpha", 0.66), ("td_ramp_updates", 0),
+                          ("td_targets", "attn,ffn"), ("td_eval_mask", False)):
+        if getattr(args, name, None) is None:
+            setattr(args, name, default)
+
+
+def _td_arch(name, stock_arch, tiny=False):
+    @register_model_architecture("transformer_td", name)
+    def arch(args):
+        td_base_architecture(args)
+        if tiny:
+            # 2+2 layers, dim 64: small enough for tests and the demo on 2 CPU cores.
+            args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 256)
+            args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 256)
+        stock_arch(args)
+    arch.__name__ = name
+    return arch
+
+
+# transformer_td itself means the stock base Transformer with TD.
+_td_arch("transformer_td", base_architecture)
+transformer_td_tiny = _td_arch("transformer_td_tiny", tiny_architecture, tiny=True)
+transformer_td_iwslt_de_en = _td_arch("transformer_td_iwslt_de_en", transformer_iwslt_de_en)
+transformer_td_wmt_en_de = _td_arch("transformer_td_wmt_en_de", transformer_wmt_en_de)
+transformer_td_vaswani_wmt_en_de_big = _td_arch("transformer_td_vaswani_wmt_en_de_big",
+                                                transformer_vaswani_wmt_en_de_big)
+
+# Which stock arch a TD arch exports to once its TD machinery is removed.
+STOCK_ARCH = {
+    "transformer_td": "transformer",
+    "transformer_td_tiny": "transformer_tiny",
+    "transformer_td_iwslt_de_en": "transformer_iwslt_de_en",
+    "transformer_td_wmt_en_de": "transformer_wmt_en_de",
+    "transformer_td_vaswani_wmt_en_de_big": "transformer_vaswani_wmt_en_de_big",
+}
