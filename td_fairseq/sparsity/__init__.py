@@ -8,3 +8,4 @@ from .schedules import cubic_sparsity, td_rates
 from .selection import KINDS, parse_kinds, transformer_selector, transformer_weight_kind
 from .td import (TD_TYPES, TargetedDropout, TDConfig, apply_targeted_dropout, attach, detach,
                  drop_fraction, remove_targeted_dropout, td_modules)
+from .prune import MODES, SCOPES, PruneRanking, check_sparsity, sparsity_report

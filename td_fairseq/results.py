@@ -1,0 +1,94 @@
+"""Result files shared by every sweep: rows of one result per (label, sparsity level).
+
+Files are written to a temporary name and renamed, so an interrupted run leaves either
+the previous complete file or the new one, never half of one.
+"""
+import csv
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+SWEEP_COLUMNS = ["label", "checkpoint", "mode", "scope", "requested_sparsity", "measured_sparsity"]
+RUN_COLUMNS = ["command", "commit", "machine"]
+
+
+def atomic_write(path: str, data) -> None:
+    """Write ``data`` (str or bytes) to ``path`` via a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def git_commit() -> str:
+    """Commit of the td_fairseq checkout, with '+dirty' when it has local changes."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    import platform
+    return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def command_line(argv=None) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    return shlex.join([os.path.basename(sys.argv[0] or "python")] + list(argv))
+
+
+def write_rows(out_dir: str, rows: list, columns: list) -> None:
+    """results.csv (``columns``, in order) and results.json (full rows)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    atomic_write(os.path.join(out_dir, "results.json"), json.dumps(rows, indent=1) + "\n")
+
+
+def load_rows(out_dir: str) -> list:
+    path = os.path.join(out_dir, "results.json")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def plot_curves(rows: list, metric: str, path: str, ylabel: str, title: str = None) -> None:
+    """One labelled curve of ``metric`` against measured sparsity per label."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label in dict.fromkeys(r["label"] for r in rows):
+        points = sorted((float(r["measured_sparsity"]) * 100, float(r[metric])) for r in rows if r["label"] == label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xlabel("pruned weights (%)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
