@@ -18,22 +18,75 @@ def targeted_count(gamma: float, n: int) -> int:
 
 
 def bottom_k_rows(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of exactly the ``k`` smallest entries of each row of a 2-D score.
+    """Boolean mask of exactly the ``k`` smallest entries of each row of a 2-D score."""
+    return bottom_k_rows_warm(score, k)[0]
 
-    kthvalue is O(n) per row; ties at the threshold (zeros of a pruned matrix) would
-    let ``<=`` select more than k, so only then do we pay for topk's exact indices.
+
+def _split_rows(score: torch.Tensor, k: int):
+    """Bottom-k mask of each row, and a per-row threshold strictly between the k-th and
+    (k+1)-th smallest values (NaN where they tie, so that a later warm call recomputes).
+
+    kthvalue is O(n) per row; ties at the k-th value (zeros of a pruned matrix) would let
+    ``<=`` select more than k, so only then do we pay for topk's exact indices.
     """
-    rows, n = score.shape
-    if k <= 0:
-        return torch.zeros_like(score, dtype=torch.bool)
-    if k >= n:
-        return torch.ones_like(score, dtype=torch.bool)
-    threshold = score.kthvalue(k, dim=1, keepdim=True).values
-    mask = score <= threshold
-    if int(mask.sum()) != rows * k:
+    kth = score.kthvalue(k, dim=1, keepdim=True).values
+    mask = score <= kth
+    if int(mask.sum()) != score.shape[0] * k:
         index = score.topk(k, dim=1, largest=False).indices
         mask = torch.zeros_like(mask).scatter_(1, index, True)
-    return mask
+    return mask, _boundary(score, mask)
+
+
+def _boundary(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-row midpoint between the largest selected and the smallest unselected score."""
+    inside = score.masked_fill(~mask, float("-inf")).amax(dim=1, keepdim=True)
+    outside = score.masked_fill(mask, float("inf")).amin(dim=1, keepdim=True)
+    return torch.where(inside < outside, (inside + outside) / 2, float("nan"))
+
+
+def _nudge_rows(score: torch.Tensor, mask: torch.Tensor, shift: torch.Tensor, width: int) -> torch.Tensor:
+    """Fix rows whose count is off by ``shift`` (0 < |shift| <= width): drop the largest
+    selected entries, or add the smallest unselected ones. O(n) per row, like kthvalue,
+    but a few cheap passes instead of a selection."""
+    too_many = shift > 0
+    ranked = score.masked_fill(too_many[:, None] != mask, float("inf"))
+    # Rows with too many: the candidates are the largest selected, i.e. smallest of -score.
+    ranked = torch.where(too_many[:, None] & mask, -score, ranked)
+    index = ranked.topk(width, dim=1, largest=False).indices
+    flip = torch.arange(width, device=score.device) < shift.abs()[:, None]
+    return mask.scatter(1, index, mask.gather(1, index) ^ flip)
+
+
+def bottom_k_rows_warm(score: torch.Tensor, k: int, threshold: torch.Tensor = None, width: int = 4):
+    """(mask of exactly the k smallest entries per row, threshold to pass next time).
+
+    Weights move little between updates, so last update's per-row threshold usually still
+    has exactly k entries below it; then ``score < threshold`` *is* the bottom-k set (each
+    entry below it is smaller than every entry above). Rows off by at most ``width`` are
+    nudged into place; only rows off by more go through kthvalue again. The result is
+    exact either way. The count check needs a host sync, so accelerators always take the
+    plain path.
+    """
+    rows, n = score.shape
+    if k <= 0 or k >= n:
+        return torch.full_like(score, k > 0, dtype=torch.bool), None
+    if threshold is None or threshold.shape != (rows, 1) or score.device.type != "cpu":
+        return _split_rows(score, k)
+    mask = score < threshold
+    shift = mask.sum(dim=1) - k
+    stale = shift.nonzero().squeeze(1)
+    if stale.numel() == 0:
+        return mask, threshold
+    threshold = threshold.clone()
+    width = min(width, n)
+    near = stale[shift[stale].abs() <= width]
+    far = stale[shift[stale].abs() > width]
+    if near.numel():
+        sub = _nudge_rows(score[near], mask[near], shift[near], width)
+        mask[near], threshold[near] = sub, _boundary(score[near], sub)
+    if far.numel():
+        mask[far], threshold[far] = _split_rows(score[far], k)
+    return mask, threshold
 
 
 def targeted_weight_mask(weight: torch.Tensor, gamma: float, score: torch.Tensor = None) -> torch.Tensor:
@@ -41,9 +94,16 @@ def targeted_weight_mask(weight: torch.Tensor, gamma: float, score: torch.Tensor
 
     ``score`` replaces |w| (same shape) for the random-targeted control.
     """
+    return targeted_weight_mask_warm(weight, gamma, score)[0]
+
+
+def targeted_weight_mask_warm(weight: torch.Tensor, gamma: float, score: torch.Tensor = None,
+                              threshold: torch.Tensor = None):
+    """``targeted_weight_mask`` plus the threshold to warm-start the next call with."""
     score = weight.detach().abs() if score is None else score
     flat = score.reshape(score.shape[0], -1)
-    return bottom_k_rows(flat, targeted_count(gamma, flat.shape[1])).view(weight.shape)
+    mask, threshold = bottom_k_rows_warm(flat, targeted_count(gamma, flat.shape[1]), threshold)
+    return mask.view(weight.shape), threshold
 
 
 def unit_norms(weight: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .masks import dropped_mask, targeted_unit_mask, targeted_weight_mask
+from .masks import dropped_mask, targeted_unit_mask, targeted_weight_mask_warm
 from .schedules import td_rates
 
 TD_TYPES = ("none", "weight", "unit", "weight_random", "unit_random")
@@ -60,6 +60,7 @@ class TargetedDropout(nn.Module):
         self.config = config
         self.num_updates = 0
         self._last_dropped = None
+        self._threshold = None  # warm start for the next selection, never saved
         if config.random:
             # A fixed random ranking, saved with the model, so the random subset is the
             # same at every step and after a resume. Nested as gamma ramps up.
@@ -78,9 +79,11 @@ class TargetedDropout(nn.Module):
 
     def targeted(self, weight: torch.Tensor, gamma: float = None) -> torch.Tensor:
         gamma = self.rates[0] if gamma is None else gamma
-        mask_fn = targeted_unit_mask if self.config.by_unit else targeted_weight_mask
         with torch.no_grad():
-            return mask_fn(weight, gamma, self.random_score)
+            if self.config.by_unit:
+                return targeted_unit_mask(weight, gamma, self.random_score)
+            mask, self._threshold = targeted_weight_mask_warm(weight, gamma, self.random_score, self._threshold)
+            return mask
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.config.td_type == "none":

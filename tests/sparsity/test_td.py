@@ -1,0 +1,164 @@
+import copy
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from td_fairseq.sparsity import (TDConfig, apply_targeted_dropout, attach, detach, drop_fraction,
+                                 remove_targeted_dropout, targeted_unit_mask, targeted_weight_mask, td_modules)
+
+
+def linear_with_td(**kw):
+    torch.manual_seed(0)
+    layer = nn.Linear(20, 12)
+    config = TDConfig(**{"td_type": "weight", "gamma": 0.5, "alpha": 1.0, **kw})
+    apply_targeted_dropout(layer, config, lambda name, m: True)
+    return layer
+
+
+def test_core_imports_no_fairseq():
+    code = ("import sys, td_fairseq.sparsity, td_fairseq.results, td_fairseq.synthetic; "
+            "sys.exit(1 if 'fairseq' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_training_read_drops_exactly_targeted_with_alpha_one_and_zero_gradient():
+    layer = linear_with_td()
+    raw = layer._parameters["weight"]
+    targeted = targeted_weight_mask(raw, 0.5)
+    layer.train()
+    out = layer(torch.randn(8, 20))
+    assert torch.equal(layer.weight == 0, targeted)
+    out.sum().backward()
+    assert (raw.grad[targeted] == 0).all()
+    assert (raw.grad[~targeted] != 0).all()
+
+
+def test_training_is_not_destructive():
+    layer = linear_with_td()
+    before = layer._parameters["weight"].detach().clone()
+    layer.train()
+    layer(torch.randn(3, 20))
+    assert torch.equal(layer._parameters["weight"], before)
+
+
+def test_eval_is_identity_by_default():
+    layer = linear_with_td()
+    layer.eval()
+    assert layer.weight is layer._parameters["weight"]
+    x = torch.randn(4, 20)
+    x.requires_grad_(False)
+    out = layer(x)
+    out.sum().backward()
+    assert (layer._parameters["weight"].grad != 0).all()
+
+
+def test_eval_mask_removes_bottom_gamma_deterministically():
+    layer = linear_with_td(eval_mask=True, alpha=0.3)
+    layer.eval()
+    raw = layer._parameters["weight"]
+    expected = raw.masked_fill(targeted_weight_mask(raw, 0.5), 0)
+    assert torch.equal(layer.weight, expected)
+    assert torch.equal(layer.weight, layer.weight)
+
+
+def test_state_dict_keys_unchanged_and_detach_restores_class():
+    plain = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    wrapped = copy.deepcopy(plain)
+    apply_targeted_dropout(wrapped, TDConfig(), lambda n, m: True)
+    assert list(wrapped.state_dict()) == list(plain.state_dict())
+    assert len(td_modules(wrapped)) == 2
+    remove_targeted_dropout(wrapped)
+    assert type(wrapped[0]) is nn.Linear and not td_modules(wrapped)
+
+
+def test_tied_parameter_gets_one_controller_and_stays_tied():
+    embed = nn.Embedding(10, 6)
+    proj = nn.Linear(6, 10, bias=False)
+    proj.weight = embed.weight
+    model = nn.ModuleDict({"embed_tokens": embed, "output_projection": proj})
+    apply_targeted_dropout(model, TDConfig(gamma=0.5, alpha=1.0), lambda n, m: True)
+    assert embed.td is proj.td
+    assert proj._parameters["weight"] is embed._parameters["weight"]
+    assert len(list(model.parameters())) == 1
+
+
+def test_unit_td_drops_whole_rows():
+    layer = linear_with_td(td_type="unit", gamma=0.25)
+    raw = layer._parameters["weight"]
+    layer.train()
+    zero_rows = (layer.weight == 0).all(dim=1)
+    assert torch.equal(zero_rows, targeted_unit_mask(raw, 0.25).flatten())
+    assert zero_rows.sum() == 3
+
+
+def test_random_targeted_subset_is_fixed_and_saved():
+    layer = linear_with_td(td_type="weight_random", gamma=0.5)
+    assert "td.random_score" in layer.state_dict()
+    layer.train()
+    first = layer.weight == 0
+    with torch.no_grad():
+        layer._parameters["weight"].mul_(-3.0)  # magnitudes change, random subset must not
+    assert torch.equal(layer.weight == 0, first)
+
+
+def test_schedule_follows_set_num_updates():
+    layer = linear_with_td(gamma=0.8, alpha=0.5, ramp_updates=10)
+    layer.td.set_num_updates(0)
+    assert layer.td.rates == (0.0, 0.0)
+    layer.train()
+    assert layer.weight is layer._parameters["weight"]  # nothing dropped at step 0
+    layer.td.set_num_updates(20)
+    assert layer.td.rates == pytest.approx((0.8, 0.5))
+
+
+def test_drop_fraction_is_measured():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64))
+    apply_targeted_dropout(model, TDConfig(gamma=0.75, alpha=0.66), lambda n, m: True)
+    model.train()
+    fractions = []
+    for _ in range(50):
+        model(torch.randn(2, 64))
+        fractions.append(drop_fraction(model).item())
+    assert abs(sum(fractions) / len(fractions) - 0.75 * 0.66) < 0.01
+
+
+def test_conv_weights_are_covered():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 8, 3)
+    apply_targeted_dropout(conv, TDConfig(gamma=0.5, alpha=1.0), lambda n, m: True)
+    conv.train()
+    conv(torch.randn(1, 3, 8, 8)).sum().backward()
+    targeted = targeted_weight_mask(conv._parameters["weight"], 0.5)
+    assert (conv._parameters["weight"].grad[targeted] == 0).all()
+    assert (conv._parameters["weight"].grad[~targeted] != 0).all()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(gamma=1.5), "gamma"), (dict(alpha=-0.1), "alpha"), (dict(gamma=math.nan), "gamma"),
+    (dict(td_type="magic"), "td_type"), (dict(ramp_updates=-1), "ramp_updates"),
+])
+def test_config_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TDConfig(**kw)
+
+
+def test_attach_twice_and_without_weight_is_refused():
+    layer = linear_with_td()
+    with pytest.raises(ValueError, match="already"):
+        attach(layer, layer.td)
+    with pytest.raises(ValueError, match="no weight"):
+        attach(nn.ReLU(), layer.td)
+    detach(layer)
+    assert type(layer) is nn.Linear
+
+
+def test_gamma_one_alpha_one_drops_everything():
+    layer = linear_with_td(gamma=1.0, alpha=1.0)
+    layer.train()
+    assert (layer.weight == 0).all()
+    assert torch.isfinite(layer(torch.randn(2, 20))).all()

@@ -1,0 +1,107 @@
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import load_script
+
+vision_train = load_script("vision_train")
+accuracy_vs_sparsity = load_script("accuracy_vs_sparsity")
+dependence_analysis = load_script("dependence_analysis")
+
+TINY = ["--dataset", "digits", "--blocks", "1", "--widths", "4", "8", "8", "--epochs", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for name, td in (("none", ["--td-type", "none"]),
+                     ("ramp", ["--td-type", "weight", "--td-gamma", "0.5", "--td-alpha", "0.5",
+                               "--td-ramp-updates", "3", "--td-eval-mask"])):
+        paths[name] = str(folder / name / f"{name}.pt")  # the folder is created on success
+        assert vision_train.main(TINY + td + ["--out", paths[name]]) == 0
+    return paths
+
+
+def test_train_writes_a_tensors_only_checkpoint(checkpoints):
+    checkpoint = torch.load(checkpoints["ramp"], weights_only=True)  # no allow-list needed
+    assert checkpoint["arch"] == {"blocks": 1, "widths": [4, 8, 8], "in_channels": 1, "num_classes": 10}
+    assert checkpoint["td"]["gamma"] == 0.5 and checkpoint["td"]["eval_mask"]
+    assert len(checkpoint["metrics"]["td_modules"]) == 8
+    assert checkpoint["metrics"]["test_accuracy_as_configured"] == checkpoint["metrics"]["test_accuracy_eval_mask"]
+    assert checkpoint["history"][0]["updates"] == 12
+    assert checkpoint["command"].endswith("--td-eval-mask --out " + checkpoints["ramp"]) and checkpoint["commit"]
+    assert torch.load(checkpoints["none"], weights_only=True)["metrics"]["test_accuracy_eval_mask"] is None
+
+
+def test_sweep_writes_results_and_plot(checkpoints, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--checkpoint", checkpoints["none"], checkpoints["ramp"], "--label", "no TD", "TD",
+            "--sparsity", "0", "0.5", "0.9", "--out", str(out)]
+    assert accuracy_vs_sparsity.main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["label", "checkpoint", "mode", "scope", "requested_sparsity", "measured_sparsity",
+                             "accuracy", "command", "commit"]
+    assert [(r["label"], r["requested_sparsity"]) for r in rows] == [
+        ("no TD", "0.0"), ("no TD", "0.5"), ("no TD", "0.9"), ("TD", "0.0"), ("TD", "0.5"), ("TD", "0.9")]
+    assert all(r["mode"] == "weight" and r["scope"] == "unit" for r in rows)
+    assert 0.85 < float(rows[2]["measured_sparsity"]) <= 0.9
+    full = json.loads((out / "results.json").read_text())
+    assert full[1]["per_layer_sparsity"]["stages.0.0.conv1.weight"] == pytest.approx(0.5, abs=0.03)
+    assert (out / "accuracy_vs_sparsity.png").stat().st_size > 1000
+
+
+def test_dependence_analysis_end_to_end(tmp_path):
+    out = tmp_path / "dep"
+    assert dependence_analysis.main(["--epochs", "3", "--out", str(out)]) == 0
+    result = json.loads((out / "delta_e.json").read_text())
+    for key in ("no_td", "td"):
+        entry = result[key]
+        assert entry["delta_e"] >= 0 and 0 <= entry["pruned_accuracy"] <= 100 and entry["accuracy"] > 50
+        assert entry["removed_weights"] == 480 and entry["weights"] == 640  # 48 of 64 per hidden unit
+    assert result["td"]["td"]["gamma"] == 0.75 and result["td"]["td"]["alpha"] == 0.5
+    assert result["no_td"]["td"]["td_type"] == "none"
+    assert (out / "delta_e.png").stat().st_size > 1000
+
+
+def bad_inputs(tmp):
+    ckpt = os.path.join(tmp, "missing.pt")
+    return {
+        "missing checkpoint": (accuracy_vs_sparsity, ["--checkpoint", ckpt, "--out", os.path.join(tmp, "o")],
+                               "checkpoint not found"),
+        "sparsity 1": (accuracy_vs_sparsity, ["--checkpoint", ckpt, "--sparsity", "0.5", "1.0",
+                                              "--out", os.path.join(tmp, "o")], "sparsity must be in [0, 1)"),
+        "missing cifar dir": (vision_train, ["--dataset", "cifar10", "--data-dir", os.path.join(tmp, "no_cifar"),
+                                             "--out", os.path.join(tmp, "o", "c.pt")], "not found"),
+        "gamma out of range": (vision_train, ["--td-gamma", "1.5", "--out", os.path.join(tmp, "o", "c.pt")],
+                               "gamma must be a number in [0, 1]"),
+        "dependence gamma": (dependence_analysis, ["--td-gamma", "-0.1", "--out", os.path.join(tmp, "o")],
+                             "gamma"),
+        "no out": (vision_train, ["--epochs", "1"], "--out"),
+        "unit scope": (accuracy_vs_sparsity, ["--checkpoint", ckpt, "--mode", "unit", "--scope", "global",
+                                              "--out", os.path.join(tmp, "o")], "--scope layer"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs("/x")))
+def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
+    script, argv, expected = bad_inputs(str(tmp_path))[case]
+    assert script.main(argv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and expected in lines[0], captured.err
+    assert captured.out == ""
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert accuracy_vs_sparsity.main(["--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cannot load checkpoint" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["bad.pt"]
