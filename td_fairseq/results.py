@@ -23,11 +23,18 @@ def atomic_write(path: str, data) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def git_commit() -> str:
@@ -48,9 +55,16 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def command_line(argv=None) -> str:
+def command_line(argv=None, script=None) -> str:
+    """The command to rerun: ``python scripts/NAME.py ARGS`` when ``script`` is a file path
+    (scripts pass ``__file__``, which stays right when ``main(argv)`` is called in-process)."""
     argv = sys.argv[1:] if argv is None else argv
-    return shlex.join([os.path.basename(sys.argv[0] or "python")] + list(argv))
+    if script is not None:
+        head = ["python", os.path.join(os.path.basename(os.path.dirname(os.path.abspath(script))),
+                                       os.path.basename(script))]
+    else:
+        head = [os.path.basename(sys.argv[0] or "python")]
+    return shlex.join(head + [str(a) for a in argv])
 
 
 def write_rows(out_dir: str, rows: list, columns: list) -> None:

@@ -135,7 +135,7 @@ def attach(module: nn.Module, controller: TargetedDropout) -> nn.Module:
     if not isinstance(module._parameters.get("weight"), nn.Parameter):
         raise ValueError(f"{type(module).__name__} has no weight parameter to target")
     module.__class__ = _td_class(type(module))
-    module.add_module("td", controller)
+    module.add_module("td", controller.train(module.training))
     return module
 
 

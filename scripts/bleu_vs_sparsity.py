@@ -1,0 +1,53 @@
+"""Prune each checkpoint at each sparsity level, translate, and score BLEU and chrF.
+
+    bleu_vs_sparsity.py --data-bin DIR --checkpoint A.pt [--checkpoint B.pt ...] [--label NAME ...]
+        --sparsity 0 0.5 0.7 0.9 [--mode weight|unit] [--scope unit|layer|global] [--targets attn,ffn]
+        [--subset test] [--beam 5] [--lenpen 1.0] [--spm SPM_MODEL] [--ref RAW_REF]
+        [--reference-label NAME] --out DIR
+
+Writes DIR/results.csv, DIR/results.json and DIR/bleu_vs_sparsity.png; a rerun skips the rows
+already present.
+"""
+import argparse
+import sys
+
+from td_fairseq import cli
+from td_fairseq.sparsity import MODES, SCOPES
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-bin", required=True)
+    p.add_argument("--checkpoint", action="append", required=True)
+    p.add_argument("--label", action="append")
+    p.add_argument("--sparsity", type=float, nargs="+", required=True)
+    p.add_argument("--mode", choices=MODES, default="weight")
+    p.add_argument("--scope", choices=SCOPES, default="unit")
+    p.add_argument("--targets", default="attn,ffn")
+    p.add_argument("--subset", default="test")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--max-len-a", type=float, default=1.2, help="output length bound a*src+b (see docs)")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--max-tokens", type=int, default=4000)
+    p.add_argument("--spm", help="sentencepiece model to detokenize with")
+    p.add_argument("--ref", help="raw reference file, one line per test sentence")
+    p.add_argument("--reference-label", help="label whose 0 %% BLEU is the denominator of 'retention'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    from td_fairseq.tools.sweep import format_table, run_sweep
+    args = parse(argv)
+    rows = run_sweep(args.data_bin, args.checkpoint, args.label, args.sparsity, args.out, args.mode, args.scope,
+                     args.targets, args.subset, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
+                     args.max_tokens, args.spm, args.ref, args.reference_label,
+                     command=cli.command_line(argv, __file__),
+                     progress=not args.no_progress)
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

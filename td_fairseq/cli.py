@@ -1,0 +1,38 @@
+"""Shared command-line behaviour: bad input is one clear line and a non-zero exit."""
+import os
+import sys
+
+from .results import command_line  # noqa: F401  (scripts record their command through cli)
+
+
+class UserError(Exception):
+    """An input problem the user can fix; shown as one line, never as a traceback."""
+
+
+def run(main, argv=None) -> int:
+    """Call ``main(argv)``; turn UserError and Ctrl-C into one line and an exit code."""
+    prog = os.path.basename(sys.argv[0] or "td_fairseq")
+    try:
+        main(argv)
+        return 0
+    except UserError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; every file written so far is complete", file=sys.stderr)
+        return 130
+
+
+def check_out_dir(out_dir: str, *inputs: str) -> str:
+    """Create ``out_dir``; refuse one that holds any of the inputs (nothing is overwritten)."""
+    out = os.path.realpath(out_dir)
+    for path in inputs:
+        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == out:
+            raise UserError(f"output directory {out_dir} is the directory of the input {path}; choose another")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create output directory {out_dir}: {error.strerror}")
+    if not os.access(out, os.W_OK):
+        raise UserError(f"output directory {out_dir} is not writable")
+    return out

@@ -1,0 +1,122 @@
+"""Read fairseq checkpoints with clear errors; export and prune them as stock checkpoints.
+
+A stock checkpoint has the TD machinery removed, the arch mapped to fairseq's own
+``transformer*`` arch, the model config as a plain dict and no optimizer state: plain
+``fairseq-generate`` loads it without ``--user-dir`` and without any environment variable.
+"""
+import os
+import tempfile
+
+import torch
+
+from ..checkpoints import allow_fairseq_checkpoints
+from ..cli import UserError, check_out_dir
+from ..results import atomic_write, command_line, git_commit
+from ..sparsity import PruneRanking, check_sparsity, parse_kinds, sparsity_report
+from ..sparsity.selection import is_weight_matrix_key
+
+# TD arch -> the stock fairseq arch it exports to (kept here, free of fairseq imports).
+STOCK_ARCH = {
+    "transformer_td": "transformer",
+    "transformer_td_tiny": "transformer_tiny",
+    "transformer_td_iwslt_de_en": "transformer_iwslt_de_en",
+    "transformer_td_wmt_en_de": "transformer_wmt_en_de",
+    "transformer_td_vaswani_wmt_en_de_big": "transformer_vaswani_wmt_en_de_big",
+}
+
+
+def load_checkpoint(path: str) -> dict:
+    """torch.load with one-line errors for missing, truncated and foreign files."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    allow_fairseq_checkpoints()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises OSError, RuntimeError, UnpicklingError, ... for bad files
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise UserError(f"cannot read checkpoint {path} (truncated or not a torch file): {reason}")
+    if not isinstance(state, dict) or "model" not in state or not state.get("cfg"):
+        raise UserError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' entries)")
+    return state
+
+
+def model_config(state: dict) -> dict:
+    model = state["cfg"]["model"]
+    return dict(vars(model) if not isinstance(model, dict) else model)
+
+
+def arch_of(state: dict) -> str:
+    return model_config(state).get("arch") or model_config(state).get("_name")
+
+
+def stock_checkpoint(state: dict) -> dict:
+    """A copy of ``state`` that stock fairseq loads: no TD keys, args or optimizer state."""
+    arch = arch_of(state)
+    if arch not in STOCK_ARCH and arch not in STOCK_ARCH.values():
+        raise UserError(f"checkpoint arch {arch!r} is not a Transformer this tool knows "
+                        f"({', '.join(sorted(STOCK_ARCH))} or their stock counterparts)")
+    stock = STOCK_ARCH.get(arch, arch)
+    model = {k: v for k, v in model_config(state).items() if not k.startswith("td_")}
+    model.update(_name=stock, arch=stock, user_dir=None)
+    if model.get("criterion") == "label_smoothed_cross_entropy_td":
+        model["criterion"] = "label_smoothed_cross_entropy"
+    cfg = dict(state["cfg"], model=model)
+    cfg["common"] = dict(cfg.get("common") or {}, user_dir=None)
+    if (cfg.get("criterion") or {}).get("_name") == "label_smoothed_cross_entropy_td":
+        cfg["criterion"] = dict(cfg["criterion"], _name="label_smoothed_cross_entropy")
+    history = (state.get("optimizer_history") or [{}])[-1]
+    return {
+        "cfg": cfg,
+        "args": None,
+        "model": {k: v for k, v in state["model"].items() if ".td." not in k},
+        "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "none",
+                               "lr_scheduler_state": {}, "num_updates": history.get("num_updates", 0)}],
+        "extra_state": {},
+    }
+
+
+def prunable_weights(model_state: dict, kinds) -> dict:
+    kinds = parse_kinds(kinds)
+    return {k: v for k, v in model_state.items() if is_weight_matrix_key(k, v, kinds)}
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """torch.save through a temporary file in the same directory, then a rename."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def level_name(sparsity: float) -> str:
+    return f"sparsity_{sparsity:.2f}.pt"
+
+
+def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="unit", kinds="attn,ffn",
+                     command=None) -> dict:
+    """One stock pruned checkpoint per level in ``out_dir`` and a ``report.json``."""
+    try:
+        levels = [check_sparsity(s) for s in sparsities]
+        kinds = parse_kinds(kinds)
+        state = stock_checkpoint(load_checkpoint(path))
+        weights = prunable_weights(state["model"], kinds)
+        ranking = PruneRanking(weights, mode, scope)
+    except ValueError as error:
+        raise UserError(str(error))
+    out_dir = check_out_dir(out_dir, path)
+    report = {"checkpoint": os.path.abspath(path), "mode": mode, "scope": scope, "targets": ",".join(kinds),
+              "command": command or command_line(), "commit": git_commit(), "levels": []}
+    for sparsity in levels:
+        pruned = ranking.prune(weights, sparsity)
+        save_checkpoint(dict(state, model={**state["model"], **pruned}), os.path.join(out_dir, level_name(sparsity)))
+        measured = sparsity_report(pruned)
+        report["levels"].append({"requested_sparsity": sparsity, "file": level_name(sparsity),
+                                 "measured_sparsity": measured["global"], "per_tensor": measured["per_tensor"]})
+    import json
+    atomic_write(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
+    return report

@@ -1,0 +1,119 @@
+"""bleu_vs_sparsity.py: rows, resume, plot, and bad input."""
+import importlib.util
+import json
+import os
+import shutil
+
+import pytest
+
+from td_fairseq import cli
+
+from ..conftest import REPO, run_cli
+
+_spec = importlib.util.spec_from_file_location("bleu_vs_sparsity", os.path.join(REPO, "scripts", "bleu_vs_sparsity.py"))
+sweep_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep_script)
+
+STABLE = ("label", "mode", "scope", "requested_sparsity", "measured_sparsity", "bleu", "chrf", "signature",
+          "sentences", "retention")
+
+
+def sweep(data_bin, ckpt, out, levels, *extra):
+    argv = ["--data-bin", str(data_bin), "--checkpoint", str(ckpt), "--label", "td", "--sparsity",
+            *map(str, levels), "--beam", "2", "--out", str(out), "--no-progress", "--reference-label", "td", *extra]
+    return cli.run(sweep_script.main, argv)
+
+
+def stable(rows):
+    return [{k: r[k] for k in STABLE} for r in rows]
+
+
+def test_sweep_writes_rows_and_plot_and_resumes_identically(trained_checkpoint, data_bin, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert sweep(data_bin, trained_checkpoint, straight, [0, 0.5, 0.9]) == 0
+    assert sweep(data_bin, trained_checkpoint, resumed, [0, 0.5]) == 0
+    assert sweep(data_bin, trained_checkpoint, resumed, [0, 0.5, 0.9]) == 0
+    rows = json.loads((straight / "results.json").read_text())
+    assert stable(json.loads((resumed / "results.json").read_text())) == stable(rows)
+    assert [r["requested_sparsity"] for r in rows] == [0.0, 0.5, 0.9]
+    assert rows[1]["measured_sparsity"] == pytest.approx(0.5)
+    assert rows[0]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert all(r["commit"] and "bleu_vs_sparsity" in r["command"] for r in rows)
+    header = (straight / "results.csv").read_text().splitlines()[0].split(",")
+    for column in ("label", "checkpoint", "mode", "scope", "requested_sparsity", "measured_sparsity", "bleu",
+                   "chrf", "signature", "decode_seconds", "command", "commit", "retention"):
+        assert column in header
+    assert (straight / "bleu_vs_sparsity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_matches_plain_fairseq_generate_of_the_pruned_checkpoint(trained_checkpoint, data_bin, tmp_path):
+    """In-memory pruning gives exactly what the exported pruned checkpoint gives."""
+    from ..tools.test_checkpoint import prune_script
+    assert cli.run(prune_script.main, [str(trained_checkpoint), "--sparsity", "0.7", "--out-dir",
+                                       str(tmp_path / "pruned")]) == 0
+    assert sweep(data_bin, trained_checkpoint, tmp_path / "s", [0.7]) == 0
+    row = json.loads((tmp_path / "s" / "results.json").read_text())[0]
+    result = run_cli("fairseq-generate", data_bin, "--path", tmp_path / "pruned" / "sparsity_0.70.pt", "--beam", "2",
+                     "--cpu", "--max-tokens", "4000", "--max-len-a", "1.2", "--max-len-b", "10",
+                     "--scoring", "sacrebleu", cwd=tmp_path)
+    hyps = {int(l.split("\t")[0][2:]): l.split("\t")[2] for l in result.stdout.splitlines() if l.startswith("D-")}
+    refs = {int(l.split("\t")[0][2:]): l.split("\t")[1] for l in result.stdout.splitlines() if l.startswith("T-")}
+    import sacrebleu
+    ids = sorted(hyps)
+    bleu = sacrebleu.corpus_bleu([hyps[i] for i in ids], [[refs[i] for i in ids]]).score
+    assert row["bleu"] == pytest.approx(bleu, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def other_data_bin(tmp_path_factory):
+    """A data-bin whose dictionary differs from the training one."""
+    root = tmp_path_factory.mktemp("other")
+    for split in ("train", "valid", "test"):
+        for lang in ("en", "de"):
+            (root / f"{split}.{lang}").write_text("".join(f"x{i} y{i % 7} z\n" for i in range(30)))
+    run_cli("fairseq-preprocess", "--source-lang", "en", "--target-lang", "de", "--trainpref", root / "train",
+            "--validpref", root / "valid", "--testpref", root / "test", "--destdir", root / "bin",
+            "--joined-dictionary", "--workers", "1")
+    return root / "bin"
+
+
+def bad_argv(case, ckpt, data_bin, other_bin, tmp_path):
+    out = str(tmp_path / "out")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(open(ckpt, "rb").read()[:4000])
+    short_ref = tmp_path / "short.de"
+    short_ref.write_text("only one line\n")
+    base = ["--data-bin", str(data_bin), "--checkpoint", str(ckpt), "--out", out, "--no-progress"]
+    return {
+        "sparsity one": base + ["--sparsity", "1"],
+        "sparsity negative": base + ["--sparsity", "-0.5"],
+        "missing checkpoint": ["--data-bin", str(data_bin), "--checkpoint", str(tmp_path / "no.pt"), "--out", out,
+                               "--sparsity", "0"],
+        "truncated checkpoint": ["--data-bin", str(data_bin), "--checkpoint", str(truncated), "--out", out,
+                                 "--sparsity", "0"],
+        "missing data-bin": ["--data-bin", str(tmp_path / "nobin"), "--checkpoint", str(ckpt), "--out", out,
+                             "--sparsity", "0"],
+        "dictionary mismatch": ["--data-bin", str(other_bin), "--checkpoint", str(ckpt), "--out", out,
+                                "--sparsity", "0"],
+        "unknown targets": base + ["--sparsity", "0", "--targets", "attn,nope"],
+        "out is checkpoint dir": ["--data-bin", str(data_bin), "--checkpoint", str(ckpt), "--out", str(ckpt.parent),
+                                  "--sparsity", "0"],
+        "reference length": base + ["--sparsity", "0", "--ref", str(short_ref)],
+        "missing subset": base + ["--sparsity", "0", "--subset", "test7"],
+        "labels count": base + ["--sparsity", "0", "--label", "a", "--label", "b"],
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["sparsity one", "sparsity negative", "missing checkpoint", "truncated checkpoint",
+                                  "missing data-bin", "dictionary mismatch", "unknown targets",
+                                  "out is checkpoint dir", "reference length", "missing subset", "labels count"])
+def test_bad_input(trained_checkpoint, data_bin, other_data_bin, tmp_path, capsys, case):
+    ckpt = tmp_path / "in" / "model.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(trained_checkpoint, ckpt)
+    assert cli.run(sweep_script.main, bad_argv(case, ckpt, data_bin, other_data_bin, tmp_path)) == 1
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "error:" in line]
+    assert len(err) == 1, case
+    out = tmp_path / "out"
+    assert not out.exists() or not any(p.name.startswith("results") for p in out.iterdir())
+    assert sorted(os.listdir(ckpt.parent)) == ["model.pt"]
