@@ -3,14 +3,13 @@ prune them 0-90 % and print BLEU against sparsity.
 
     demo.py [--out demo_out] [--max-update 600] [--train-pairs 12000]
 """
-import argparse
 import sys
 
 from td_fairseq import cli
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo_out")
     p.add_argument("--max-update", type=int, default=600)
     p.add_argument("--train-pairs", type=int, default=12000)

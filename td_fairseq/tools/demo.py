@@ -24,6 +24,10 @@ TRAIN = ["--task", "translation", "--arch", "transformer_td_tiny", "--share-all-
 LEVELS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
+def _log(message):
+    print(message, flush=True)  # progress must show at once, also through a pipe
+
+
 def train(data_bin, save_dir, td_args, max_update, log):
     """fairseq's own trainer, through its command-line entry point."""
     os.makedirs(save_dir, exist_ok=True)
@@ -38,7 +42,7 @@ def train(data_bin, save_dir, td_args, max_update, log):
 
 
 def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=240, max_update=600,
-             levels=LEVELS, log=print, command=None):
+             levels=LEVELS, log=_log, command=None):
     raw = os.path.join(out_dir, "raw")
     if not os.path.isfile(os.path.join(raw, "test.de")):
         log(f"corpus: {train_pairs} synthetic training pairs, {test_pairs} valid and test pairs")
