@@ -6,14 +6,15 @@
 
 Writes DIR/results.csv, DIR/results.json and DIR/accuracy_vs_sparsity.png. Weight mode
 prunes by |w| (scope unit: per output unit, the paper's); unit mode prunes whole
-filters by L2 norm, per layer. Bad input: one line on stderr, exit 1, nothing written.
+filters by L2 norm, per layer. --bn-recalibrate N recomputes batch-norm statistics
+from N training images at each level (off by default). Bad input: one line on stderr, exit 1, nothing written.
 """
 import os
 import sys
 
 from td_fairseq.results import SWEEP_COLUMNS, command_line, git_commit, plot_curves, write_rows
 from td_fairseq.sparsity import MODES, SCOPES, check_sparsity
-from td_fairseq.vision.cli import ArgumentParser, UsageError, run, settings_check
+from td_fairseq import cli
 from td_fairseq.vision.evaluate import sweep_checkpoints
 
 PROG = "accuracy_vs_sparsity"
@@ -21,23 +22,28 @@ COLUMNS = SWEEP_COLUMNS + ["accuracy", "command", "commit"]
 
 
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", nargs="+", required=True)
     p.add_argument("--label", nargs="+", help="one per checkpoint (default: file names)")
     p.add_argument("--sparsity", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.9])
     p.add_argument("--mode", choices=MODES, default="weight")
     p.add_argument("--scope", choices=SCOPES, help="default: unit for weight mode, layer for unit mode")
+    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="N",
+                   help="recompute batch-norm statistics from N training images at each level "
+                        "(0: off, the paper's protocol)")
     p.add_argument("--data-dir", help="CIFAR-10 python batches, for cifar10 checkpoints")
     p.add_argument("--download", action="store_true")
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
     args.label = args.label or [os.path.splitext(os.path.basename(c))[0] for c in args.checkpoint]
     if len(args.label) != len(args.checkpoint):
-        raise UsageError(f"{len(args.checkpoint)} checkpoints but {len(args.label)} labels")
+        raise cli.UserError(f"{len(args.checkpoint)} checkpoints but {len(args.label)} labels")
     args.scope = args.scope or ("unit" if args.mode == "weight" else "layer")
     if args.mode == "unit" and args.scope != "layer":
-        raise UsageError("unit pruning ranks the filters of each layer: use --scope layer")
-    with settings_check():
+        raise cli.UserError("unit pruning ranks the filters of each layer: use --scope layer")
+    if args.bn_recalibrate < 0:
+        raise cli.UserError(f"--bn-recalibrate must be >= 0, got {args.bn_recalibrate}")
+    with cli.user_errors():
         args.sparsity = [check_sparsity(s) for s in args.sparsity]
     return args
 
@@ -45,20 +51,21 @@ def parse_args(argv):
 def body(argv):
     args = parse_args(argv)
     rows = sweep_checkpoints(args.checkpoint, args.label, args.sparsity, args.mode, args.scope,
-                             args.data_dir, args.download)
-    command, commit = command_line(argv), git_commit()
+                             args.data_dir, args.download, args.bn_recalibrate)
+    command, commit = command_line(argv, __file__), git_commit()
     for row in rows:
         row.update(command=command, commit=commit)
     os.makedirs(args.out, exist_ok=True)
     write_rows(args.out, rows, COLUMNS)
     plot_curves(rows, "accuracy", os.path.join(args.out, "accuracy_vs_sparsity.png"), "test accuracy (%)",
-                f"{rows[0]['dataset']}: one-shot {args.mode} pruning, scope {args.scope}")
+                f"{rows[0]['dataset']}: one-shot {args.mode} pruning, scope {args.scope}"
+                + (f"\nbatch norm recalibrated on {args.bn_recalibrate} training images" if args.bn_recalibrate else ""))
     for row in rows:
         print(f"{row['label']:>16s}  sparsity {row['measured_sparsity']:.3f}  accuracy {row['accuracy']:.2f}")
 
 
 def main(argv=None):
-    return run(body, sys.argv[1:] if argv is None else argv, PROG)
+    return cli.run(body, sys.argv[1:] if argv is None else argv, PROG)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@
 Writes DIR/results.csv, DIR/results.json and DIR/bleu_vs_sparsity.png; a rerun skips the rows
 already present.
 """
-import argparse
 import sys
 
 from td_fairseq import cli
@@ -16,7 +15,7 @@ from td_fairseq.sparsity import MODES, SCOPES
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-bin", required=True)
     p.add_argument("--checkpoint", action="append", required=True)
     p.add_argument("--label", action="append")

@@ -14,13 +14,13 @@ import sys
 from td_fairseq.results import atomic_write, command_line, git_commit
 from td_fairseq.sparsity import TD_TYPES, TDConfig, check_sparsity
 from td_fairseq.vision import DATASETS, TrainConfig, dependence_study, load_dataset, plot_heatmaps
-from td_fairseq.vision.cli import ArgumentParser, UsageError, run, settings_check
+from td_fairseq import cli
 
 PROG = "dependence_analysis"
 
 
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir")
     p.add_argument("--td-type", choices=[t for t in TD_TYPES if t != "none"], default="weight")
@@ -34,14 +34,14 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
-    with settings_check():
+    with cli.user_errors():
         args.td = TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha)
         args.train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  weight_decay=args.weight_decay, label_smoothing=0.0, seed=args.seed)
         args.prune_fraction = check_sparsity(args.td_gamma if args.prune_fraction is None else args.prune_fraction)
     if args.dataset == "cifar10":
         # 3072 x 10 hidden weights: a 30720^2 Hessian (3.8 GB in float32) is out of reach here.
-        raise UsageError("the dependence analysis computes a full Hessian and supports --dataset digits only")
+        raise cli.UserError("the dependence analysis computes a full Hessian and supports --dataset digits only")
     return args
 
 
@@ -54,7 +54,7 @@ def body(argv):
                    study["td"]}, os.path.join(args.out, "delta_e.png"))
     summary = {key: {k: v for k, v in result.items() if k not in ("matrix", "kept")} for key, result in study.items()}
     summary.update(dataset=args.dataset, loss="mean cross-entropy on the training split, float64, full weights",
-                   paper={"no_td": 0.1207, "td": 0.0146}, command=command_line(argv), commit=git_commit())
+                   paper={"no_td": 0.1207, "td": 0.0146}, command=command_line(argv, __file__), commit=git_commit())
     atomic_write(os.path.join(args.out, "delta_e.json"), json.dumps(summary, indent=1) + "\n")
     for key in ("no_td", "td"):
         r = study[key]
@@ -64,7 +64,7 @@ def body(argv):
 
 
 def main(argv=None):
-    return run(body, sys.argv[1:] if argv is None else argv, PROG)
+    return cli.run(body, sys.argv[1:] if argv is None else argv, PROG)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@
 
 Leaves DEST/bin (the data-bin), DEST/spm.model and DEST/clean/test.de (the raw reference).
 """
-import argparse
 import sys
 
 from td_fairseq import cli
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--raw-dir", required=True)
     p.add_argument("--dest", required=True)
     p.add_argument("--vocab-size", type=int, default=32000)

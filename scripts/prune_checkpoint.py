@@ -3,7 +3,6 @@
     prune_checkpoint.py CKPT --sparsity 0.5 0.7 0.9 [--mode weight|unit] [--scope unit|layer|global]
                         [--targets attn,ffn] --out-dir DIR
 """
-import argparse
 import sys
 
 from td_fairseq import cli
@@ -11,7 +10,7 @@ from td_fairseq.sparsity import MODES, SCOPES
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--sparsity", type=float, nargs="+", required=True)
     p.add_argument("--mode", choices=MODES, default="weight")

@@ -13,13 +13,13 @@ import sys
 from td_fairseq.results import command_line, git_commit
 from td_fairseq.sparsity import TD_TYPES, TDConfig
 from td_fairseq.vision import DATASETS, TrainConfig, load_dataset, save_checkpoint, train_resnet
-from td_fairseq.vision.cli import ArgumentParser, run, settings_check
+from td_fairseq import cli
 
 PROG = "vision_train"
 
 
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir", help="CIFAR-10 python batches (data_batch_1..5, test_batch)")
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10 into --data-dir if missing")
@@ -42,7 +42,7 @@ def parse_args(argv):
     p.add_argument("--quiet", action="store_true", help="no per-epoch log")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path to write")
     args = p.parse_args(argv)
-    with settings_check():
+    with cli.user_errors():
         args.td = TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha,
                            ramp_updates=args.td_ramp_updates, eval_mask=args.td_eval_mask)
         args.train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -64,7 +64,7 @@ def body(argv):
     data = load_dataset(args.dataset, args.data_dir, args.download)
     checkpoint = train_resnet(data, args.td, args.train, args.blocks, args.widths,
                               log=None if args.quiet else log_epoch,
-                              command=command_line(argv), commit=git_commit())
+                              command=command_line(argv, __file__), commit=git_commit())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(args.out, checkpoint)
     summary = dict(checkpoint["metrics"], td_modules=len(checkpoint["metrics"]["td_modules"]))
@@ -72,7 +72,7 @@ def body(argv):
 
 
 def main(argv=None):
-    return run(body, sys.argv[1:] if argv is None else argv, PROG)
+    return cli.run(body, sys.argv[1:] if argv is None else argv, PROG)
 
 
 if __name__ == "__main__":

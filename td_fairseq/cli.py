@@ -1,4 +1,10 @@
-"""Shared command-line behaviour: bad input is one clear line and a non-zero exit."""
+"""Shared command-line behaviour: bad input is one clear line and a non-zero exit.
+
+Only errors a user can cause are shortened (bad arguments, missing or unreadable files,
+settings the configs reject); anything else keeps its traceback, because it is a bug.
+"""
+import argparse
+import contextlib
 import os
 import sys
 
@@ -9,9 +15,25 @@ class UserError(Exception):
     """An input problem the user can fix; shown as one line, never as a traceback."""
 
 
-def run(main, argv=None) -> int:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UserError instead of printing usage plus a message and exiting 2."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn a config's ValueError (e.g. gamma outside [0, 1]) into a UserError."""
+    try:
+        yield
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def run(main, argv=None, prog=None) -> int:
     """Call ``main(argv)``; turn UserError and Ctrl-C into one line and an exit code."""
-    prog = os.path.basename(sys.argv[0] or "td_fairseq")
+    prog = prog or os.path.basename(sys.argv[0] or "td_fairseq")
     try:
         main(argv)
         return 0

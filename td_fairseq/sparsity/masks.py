@@ -73,7 +73,8 @@ def bottom_k_rows_warm(score: torch.Tensor, k: int, threshold: torch.Tensor = No
     if threshold is None or threshold.shape != (rows, 1) or score.device.type != "cpu":
         return _split_rows(score, k)
     mask = score < threshold
-    shift = mask.sum(dim=1) - k
+    # bool sums are slow on CPU; a uint8 view with an int32 accumulator is not
+    shift = mask.view(torch.uint8).sum(dim=1, dtype=torch.int32) - k
     stale = shift.nonzero().squeeze(1)
     if stale.numel() == 0:
         return mask, threshold

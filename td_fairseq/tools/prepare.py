@@ -14,11 +14,6 @@ from ..cli import UserError
 SPLITS = ("train", "valid", "test")
 
 
-def _count_lines(path):
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
-
 def check_raw(raw_dir, src, tgt):
     for split in SPLITS:
         paths = [os.path.join(raw_dir, f"{split}.{lang}") for lang in (src, tgt)]
@@ -33,11 +28,20 @@ def check_raw(raw_dir, src, tgt):
 
 
 def _read(path):
+    """Lines split on LF only (as ``check_raw`` counts them); a stray CR becomes a space and
+    a missing final newline keeps its last line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().split("\n")[:-1] if os.path.getsize(path) else []
+        with open(path, encoding="utf-8", newline="") as f:
+            lines = f.read().split("\n")
     except UnicodeDecodeError as error:
         raise UserError(f"{path} is not UTF-8 (byte {error.start})")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r").replace("\r", " ") for line in lines]
+
+
+def _count_lines(path):
+    return len(_read(path))
 
 
 def clean_pairs(src_lines, tgt_lines, max_words=250, max_ratio=2.5):
@@ -110,7 +114,9 @@ def prepare(raw_dir, dest, vocab_size=32000, src="en", tgt="de", workers=1, log=
                 for lang in (src, tgt):
                     lines = _read(os.path.join(clean, f"{split}.{lang}"))
                     with open(os.path.join(tmp, f"{split}.{lang}"), "w", encoding="utf-8") as f:
-                        f.writelines(" ".join(p) + "\n" for p in sp.encode(lines, out_type=str))
+                        for start in range(0, len(lines), 100_000):  # bounded memory at WMT scale
+                            chunk = sp.encode(lines[start:start + 100_000], out_type=str)
+                            f.writelines(" ".join(p) + "\n" for p in chunk)
     if not os.path.isdir(data_bin):
         log("fairseq-preprocess: binarize with a joined dictionary")
         with _Stage(data_bin) as tmp:

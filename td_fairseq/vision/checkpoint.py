@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from ..results import atomic_write
+from ..cli import UserError
 from ..sparsity import TDConfig, apply_targeted_dropout
 from .resnet import ResNet, td_selector
 
 VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint that is missing or unreadable; the message is one line."""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cli import UserError
+
 DATASETS = ("digits", "cifar10")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -27,7 +29,7 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: every run and every checkpoint sees the same split
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data set that cannot be found, read or downloaded; the message is one line."""
 
 

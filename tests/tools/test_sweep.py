@@ -55,7 +55,7 @@ def test_sweep_matches_plain_fairseq_generate_of_the_pruned_checkpoint(trained_c
     row = json.loads((tmp_path / "s" / "results.json").read_text())[0]
     result = run_cli("fairseq-generate", data_bin, "--path", tmp_path / "pruned" / "sparsity_0.70.pt", "--beam", "2",
                      "--cpu", "--max-tokens", "4000", "--max-len-a", "1.2", "--max-len-b", "10",
-                     "--scoring", "sacrebleu", cwd=tmp_path)
+                     "--scoring", "sacrebleu", "--required-batch-size-multiple", "1", cwd=tmp_path)
     hyps = {int(l.split("\t")[0][2:]): l.split("\t")[2] for l in result.stdout.splitlines() if l.startswith("D-")}
     refs = {int(l.split("\t")[0][2:]): l.split("\t")[1] for l in result.stdout.splitlines() if l.startswith("T-")}
     import sacrebleu

@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from conftest import load_script
+from ..conftest import run_cli
+from .conftest import load_script
 
 vision_train = load_script("vision_train")
 accuracy_vs_sparsity = load_script("accuracy_vs_sparsity")
@@ -53,6 +54,15 @@ def test_sweep_writes_results_and_plot(checkpoints, tmp_path):
     full = json.loads((out / "results.json").read_text())
     assert full[1]["per_layer_sparsity"]["stages.0.0.conv1.weight"] == pytest.approx(0.5, abs=0.03)
     assert (out / "accuracy_vs_sparsity.png").stat().st_size > 1000
+    assert full[0]["bn_recalibration_images"] == 0
+
+
+def test_sweep_with_bn_recalibration(checkpoints, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--checkpoint", checkpoints["ramp"], "--sparsity", "0", "--bn-recalibrate", "200", "--out", str(out)]
+    assert accuracy_vs_sparsity.main(argv) == 0
+    row = json.loads((out / "results.json").read_text())[0]
+    assert row["label"] == "ramp" and row["bn_recalibration_images"] == 200
 
 
 def test_dependence_analysis_end_to_end(tmp_path):
@@ -105,3 +115,21 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "cannot load checkpoint" in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["bad.pt"]
+
+
+def test_command_line_bad_input_exits_1_with_one_line(tmp_path):
+    result = run_cli("scripts/vision_train.py", "--td-alpha", "2", "--out", tmp_path / "c.pt", check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "vision_train: error: alpha must be a number in [0, 1], got 2.0"
+    assert os.listdir(tmp_path) == []
+
+
+def test_vision_never_imports_fairseq():
+    import subprocess
+    import sys
+    code = ("import sys, runpy; import td_fairseq.vision; "
+            "[runpy.run_path(f'scripts/{n}.py') for n in ('vision_train', 'accuracy_vs_sparsity', 'dependence_analysis')]; "
+            "assert 'fairseq' not in sys.modules, 'fairseq imported'")
+    result = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(os.path.dirname(__file__), "..", ".."),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

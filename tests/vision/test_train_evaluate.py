@@ -3,8 +3,8 @@ import torch
 
 from td_fairseq.sparsity import TDConfig, apply_targeted_dropout
 from td_fairseq.vision import (ResNet, TrainConfig, accuracy, accuracy_vs_sparsity, load_digits,
-                               mlp_selector, one_hidden_layer_mlp, selected_weights, step_lr, td_selector,
-                               train)
+                               mlp_selector, one_hidden_layer_mlp, recalibrate_batch_norm, selected_weights,
+                               step_lr, td_selector, train)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,33 @@ def test_unit_pruning_removes_whole_filters(digits):
     per_layer = rows[0]["per_layer_sparsity"]
     assert per_layer["stages.0.0.conv1.weight"] == 0.5  # 2 of 4 filters
     assert per_layer["stages.2.0.shortcut.conv.weight"] == 0.5  # 4 of 8 filters
+
+
+def test_recalibration_sets_batch_statistics_and_the_sweep_restores_them(digits):
+    torch.manual_seed(0)
+    model = ResNet(blocks=1, widths=(4, 8, 8), in_channels=1).eval()
+    x = digits.train_x[:100]
+    with torch.no_grad():
+        model.stem_bn.running_var.fill_(100.0)  # stale statistics, as after TD training
+        stem_out = model.stem(x)
+    stale = {k: v.clone() for k, v in model.state_dict().items()}
+    recalibrate_batch_norm(model, x, batch_size=100)  # one batch: the statistics are exact
+    assert not model.training and model.stem_bn.momentum == 0.1
+    assert torch.allclose(model.stem_bn.running_mean, stem_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model.stem_bn.running_var, stem_out.var(dim=(0, 2, 3)), atol=1e-4)
+    model.load_state_dict(stale)
+    x_test, y_test = digits.test_x[:50], digits.test_y[:50]
+    rows = accuracy_vs_sparsity(model, x_test, y_test, td_selector, [0.0], calibration_x=x)
+    recalibrate_batch_norm(model, x)
+    assert rows[0]["accuracy"] == accuracy(model, x_test, y_test)
+    model.load_state_dict(stale)
+    accuracy_vs_sparsity(model, x_test, y_test, td_selector, [0.0, 0.5], calibration_x=x)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, stale[key]), key  # buffers put back too
+
+
+def test_sweep_refuses_a_model_with_td_attached(digits):
+    model = ResNet(blocks=1, widths=(4, 8, 8), in_channels=1)
+    apply_targeted_dropout(model, TDConfig("weight", 0.5, 0.5), td_selector)
+    with pytest.raises(ValueError, match="remove targeted dropout"):
+        accuracy_vs_sparsity(model, digits.test_x[:10], digits.test_y[:10], td_selector, [0.5])
