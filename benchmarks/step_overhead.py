@@ -18,6 +18,18 @@ from fairseq.tasks.translation import TranslationTask
 import td_fairseq.criterions  # noqa: F401  (registers the criterion)
 import td_fairseq.models  # noqa: F401
 from td_fairseq.results import git_commit, machine
+from td_fairseq.sparsity import td as td_module
+
+TD_SECONDS = [0.0]  # time spent inside TD controllers' forward (select, draw, mask)
+
+
+def _timed_td_forward(forward):
+    def timed(self, weight):
+        start = time.perf_counter()
+        out = forward(self, weight)
+        TD_SECONDS[0] += time.perf_counter() - start
+        return out
+    return timed
 
 SIZES = {
     "small": ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
@@ -72,6 +84,7 @@ def main(argv=None):
     p.add_argument("--length", type=int, default=32)
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--size", choices=sorted(SIZES), default="small")
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each variant")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     dictionary = Dictionary()
@@ -86,18 +99,32 @@ def main(argv=None):
         "stock": build(stock_arch, [], args.size, dictionary),
     }
     times = {name: [] for name in variants}
+    td_times = []
     batches = list(make_batches(dictionary, args.warmup + args.steps, args.tokens, args.length))
+    td_module.TargetedDropout.forward = _timed_td_forward(td_module.TargetedDropout.forward)
     for i, sample in enumerate(batches):
         for name, (model, criterion, optimizer) in variants.items():
+            TD_SECONDS[0] = 0.0
             t = step(model, criterion, optimizer, sample, i)
             if i >= args.warmup:
                 times[name].append(t)
+                if name == "td_weight":
+                    td_times.append(TD_SECONDS[0])
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        for name, (model, criterion, optimizer) in variants.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for i, sample in enumerate(batches[-3:]):
+                    step(model, criterion, optimizer, sample, len(batches) + i)
+            print(f"{name}: 3 steps")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     print(f"commit {git_commit()} | {machine()} | torch threads {torch.get_num_threads()}")
     print(f"command: python benchmarks/step_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"size {args.size}, {args.tokens} target tokens/batch, {args.steps} timed steps, median seconds:")
     for name, value in median.items():
         print(f"  {name:10s} {value:.4f}")
+    print(f"  inside TD forward (select, draw, mask) per td_weight step: {statistics.median(td_times):.4f}")
     print(f"ratio td_weight / td_none = {median['td_weight'] / median['td_none']:.3f}")
     print(f"ratio td_weight / stock   = {median['td_weight'] / median['stock']:.3f}")
     print(f"ratio td_none / stock     = {median['td_none'] / median['stock']:.3f}")
