@@ -110,12 +110,3 @@ transformer_td_iwslt_de_en = _td_arch("transformer_td_iwslt_de_en", transformer_
 transformer_td_wmt_en_de = _td_arch("transformer_td_wmt_en_de", transformer_wmt_en_de)
 transformer_td_vaswani_wmt_en_de_big = _td_arch("transformer_td_vaswani_wmt_en_de_big",
                                                 transformer_vaswani_wmt_en_de_big)
-
-# Which stock arch a TD arch exports to once its TD machinery is removed.
-STOCK_ARCH = {
-    "transformer_td": "transformer",
-    "transformer_td_tiny": "transformer_tiny",
-    "transformer_td_iwslt_de_en": "transformer_iwslt_de_en",
-    "transformer_td_wmt_en_de": "transformer_wmt_en_de",
-    "transformer_td_vaswani_wmt_en_de_big": "transformer_vaswani_wmt_en_de_big",
-}

@@ -153,3 +153,12 @@ def test_unit_td_drops_rows_in_model():
         assert units[name].sum() == grad.shape[0] // 2, name
         assert (grad[units[name]] == 0).all(), name
         assert (module.weight[units[name]] == 0).all(), name
+
+
+def test_every_td_arch_exports_to_a_registered_stock_arch():
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    from td_fairseq.tools.checkpoint import STOCK_ARCH
+    td_archs = {arch for arch, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "transformer_td"}
+    assert td_archs == set(STOCK_ARCH)
+    assert all(ARCH_MODEL_NAME_REGISTRY[stock] == "transformer" for stock in STOCK_ARCH.values())
