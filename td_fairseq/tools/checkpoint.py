@@ -6,6 +6,7 @@ A stock checkpoint has the TD machinery removed, the arch mapped to fairseq's ow
 """
 import os
 import tempfile
+from collections.abc import Mapping
 
 import torch
 
@@ -41,8 +42,10 @@ def load_checkpoint(path: str) -> dict:
 
 
 def model_config(state: dict) -> dict:
+    """cfg.model as a dict, whether saved as a Namespace (legacy args), a dict (our stock
+    export) or, once fairseq has loaded the state, an OmegaConf DictConfig (a Mapping)."""
     model = state["cfg"]["model"]
-    return dict(vars(model) if not isinstance(model, dict) else model)
+    return dict(model) if isinstance(model, Mapping) else dict(vars(model))
 
 
 def arch_of(state: dict) -> str:
