@@ -55,7 +55,7 @@ def body(argv):
     command, commit = command_line(argv, __file__), git_commit()
     for row in rows:
         row.update(command=command, commit=commit)
-    os.makedirs(args.out, exist_ok=True)
+    cli.check_out_dir(args.out)
     write_rows(args.out, rows, COLUMNS)
     plot_curves(rows, "accuracy", os.path.join(args.out, "accuracy_vs_sparsity.png"), "test accuracy (%)",
                 f"{rows[0]['dataset']}: one-shot {args.mode} pruning, scope {args.scope}"

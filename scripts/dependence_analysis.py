@@ -48,8 +48,8 @@ def parse_args(argv):
 def body(argv):
     args = parse_args(argv)
     data = load_dataset(args.dataset, args.data_dir)
+    cli.check_out_dir(args.out)  # before the study, not after
     study = dependence_study(data, args.train, args.td, args.prune_fraction)
-    os.makedirs(args.out, exist_ok=True)
     plot_heatmaps({"no TD": study["no_td"], f"TD {args.td_type} gamma {args.td_gamma} alpha {args.td_alpha}":
                    study["td"]}, os.path.join(args.out, "delta_e.png"))
     summary = {key: {k: v for k, v in result.items() if k not in ("matrix", "kept")} for key, result in study.items()}

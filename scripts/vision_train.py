@@ -50,6 +50,8 @@ def parse_args(argv):
                                  label_smoothing=args.label_smoothing, seed=args.seed)
         if args.blocks < 1 or min(args.widths) < 1:
             raise ValueError("--blocks and --widths must be positive")
+    if os.path.isdir(args.out):
+        raise cli.UserError(f"--out {args.out} is a directory; give the checkpoint file to write")
     return args
 
 
@@ -62,10 +64,10 @@ def log_epoch(entry):
 def body(argv):
     args = parse_args(argv)
     data = load_dataset(args.dataset, args.data_dir, args.download)
+    cli.check_out_dir(os.path.dirname(os.path.abspath(args.out)))  # before training, not after
     checkpoint = train_resnet(data, args.td, args.train, args.blocks, args.widths,
                               log=None if args.quiet else log_epoch,
                               command=command_line(argv, __file__), commit=git_commit())
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     save_checkpoint(args.out, checkpoint)
     summary = dict(checkpoint["metrics"], td_modules=len(checkpoint["metrics"]["td_modules"]))
     print(json.dumps({"checkpoint": args.out, **summary}))

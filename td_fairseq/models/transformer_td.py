@@ -3,7 +3,10 @@
 Nothing of fairseq's Transformer is copied: the model is built by the parent class, then
 the core's ``apply_targeted_dropout`` routes every selected ``.weight`` through a
 controller. State-dict keys stay those of the stock model (random-targeted types add one
-``td.random_score`` buffer per targeted module).
+``td.random_score`` buffer per targeted module). ``--sparsity-method`` other than td
+attaches one of the core's baseline views instead (``sparsity/baselines.py``) the same
+way; L0 adds ``td.log_alpha``, variational ``td.log_sigma2``, GMP ``td.mask`` and
+``td.mask_step``, all folded into plain weights by ``tools.checkpoint.stock_checkpoint``.
 """
 import argparse
 import math
@@ -15,6 +18,9 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de)
 
 from ..sparsity import TD_TYPES, TDConfig, apply_targeted_dropout, parse_kinds, transformer_selector
+from ..sparsity.baselines import L0_FORMS, METHODS as BASELINE_METHODS, BaselineConfig, apply_baseline
+
+SPARSITY_METHODS = ("td",) + BASELINE_METHODS
 
 
 def _unit_interval(text):
@@ -34,6 +40,26 @@ def _non_negative_int(text):
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -58,6 +84,36 @@ def add_td_args(parser):
                        help="in eval mode remove the bottom-gamma set (validation of ramping TD)")
 
 
+def add_baseline_args(parser):
+    """Options of the baselines (``--sparsity-method`` other than td); defaults None."""
+    group = parser.add_argument_group("sparsity baselines")
+    group.add_argument("--sparsity-method", choices=SPARSITY_METHODS,
+                       help="td (default), or a baseline on the --td-targets weights")
+    group.add_argument("--drop-rate", type=_unit_interval, metavar="P",
+                       help="dropout/unit_dropout rate (default: td-gamma * td-alpha, the matching rate)")
+    group.add_argument("--l1-coef", type=_non_negative_float, metavar="C", help="l1: coef * sum |w|")
+    group.add_argument("--l0-coef", type=_non_negative_float, metavar="C", help="l0: coef * expected open gates")
+    group.add_argument("--l0-form", choices=L0_FORMS, help="l0: one gate per weight or per unit (row)")
+    group.add_argument("--vd-coef", type=_non_negative_float, metavar="C", help="variational: coef * KL")
+    group.add_argument("--gmp-sparsity", type=_unit_interval, metavar="S", help="gmp: final sparsity")
+    group.add_argument("--gmp-start", type=_non_negative_int, metavar="T0", help="gmp: first mask update")
+    group.add_argument("--gmp-steps", type=_positive_int, metavar="N", help="gmp: number of mask updates")
+    group.add_argument("--gmp-interval", type=_positive_int, metavar="DT", help="gmp: updates between masks")
+
+
+BASELINE_DEFAULTS = (("sparsity_method", "td"), ("l1_coef", 1e-5), ("l0_coef", 1e-6), ("l0_form", "weight"),
+                     ("vd_coef", 1e-6), ("gmp_sparsity", 0.9), ("gmp_start", 0), ("gmp_steps", 100),
+                     ("gmp_interval", 100))
+
+
+def baseline_config_from_args(args) -> BaselineConfig:
+    rate = args.drop_rate if getattr(args, "drop_rate", None) is not None else args.td_gamma * args.td_alpha
+    return BaselineConfig(method=args.sparsity_method, drop_rate=rate, l1_coef=args.l1_coef,
+                          l0_coef=args.l0_coef, l0_form=args.l0_form, vd_coef=args.vd_coef,
+                          gmp_sparsity=args.gmp_sparsity, gmp_start=args.gmp_start, gmp_steps=args.gmp_steps,
+                          gmp_interval=args.gmp_interval)
+
+
 def td_config_from_args(args) -> TDConfig:
     return TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha,
                     ramp_updates=args.td_ramp_updates, eval_mask=bool(args.td_eval_mask))
@@ -71,13 +127,16 @@ class TransformerTDModel(TransformerModel):
     def add_args(cls, parser):
         super().add_args(parser)
         add_td_args(parser)
+        add_baseline_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
         td_base_architecture(args)
         config = td_config_from_args(args)
         model = super().build_model(args, task)
-        if config.td_type != "none":
+        if args.sparsity_method != "td":
+            apply_baseline(model, baseline_config_from_args(args), transformer_selector(args.td_targets))
+        elif config.td_type != "none":
             apply_targeted_dropout(model, config, transformer_selector(args.td_targets))
         return model
 
@@ -85,7 +144,7 @@ class TransformerTDModel(TransformerModel):
 def td_base_architecture(args):
     args.td_type = getattr(args, "td_type", None) or "weight"
     for name, default in (("td_gamma", 0.75), ("td_alpha", 0.66), ("td_ramp_updates", 0),
-                          ("td_targets", "attn,ffn"), ("td_eval_mask", False)):
+                          ("td_targets", "attn,ffn"), ("td_eval_mask", False)) + BASELINE_DEFAULTS:
         if getattr(args, name, None) is None:
             setattr(args, name, default)
 

@@ -14,6 +14,7 @@ from ..checkpoints import allow_fairseq_checkpoints
 from ..cli import UserError, check_out_dir
 from ..results import atomic_write, command_line, git_commit
 from ..sparsity import PruneRanking, check_sparsity, parse_kinds, sparsity_report
+from ..sparsity.baselines import fold_state_dict
 from ..sparsity.selection import is_weight_matrix_key
 
 # TD arch -> the stock fairseq arch it exports to (kept here, free of fairseq imports).
@@ -24,6 +25,11 @@ STOCK_ARCH = {
     "transformer_td_wmt_en_de": "transformer_wmt_en_de",
     "transformer_td_vaswani_wmt_en_de_big": "transformer_vaswani_wmt_en_de_big",
 }
+
+
+# Model options of the baselines (transformer_td's add_baseline_args), dropped on export.
+BASELINE_CONFIG_KEYS = ("sparsity_method", "drop_rate", "l1_coef", "l0_coef", "l0_form", "vd_coef",
+                        "gmp_sparsity", "gmp_start", "gmp_steps", "gmp_interval")
 
 
 def load_checkpoint(path: str) -> dict:
@@ -53,13 +59,17 @@ def arch_of(state: dict) -> str:
 
 
 def stock_checkpoint(state: dict) -> dict:
-    """A copy of ``state`` that stock fairseq loads: no TD keys, args or optimizer state."""
+    """A copy of ``state`` that stock fairseq loads: no TD keys, args or optimizer state.
+
+    Baseline views with state (L0 gates, variational dropout, GMP masks) are made
+    permanent in the plain weights, as in eval mode, before their keys are dropped."""
     arch = arch_of(state)
     if arch not in STOCK_ARCH and arch not in STOCK_ARCH.values():
         raise UserError(f"checkpoint arch {arch!r} is not a Transformer this tool knows "
                         f"({', '.join(sorted(STOCK_ARCH))} or their stock counterparts)")
     stock = STOCK_ARCH.get(arch, arch)
-    model = {k: v for k, v in model_config(state).items() if not k.startswith("td_")}
+    model = {k: v for k, v in model_config(state).items()
+             if not k.startswith("td_") and k not in BASELINE_CONFIG_KEYS}
     model.update(_name=stock, arch=stock, user_dir=None)
     if model.get("criterion") == "label_smoothed_cross_entropy_td":
         model["criterion"] = "label_smoothed_cross_entropy"
@@ -71,7 +81,8 @@ def stock_checkpoint(state: dict) -> dict:
     return {
         "cfg": cfg,
         "args": None,
-        "model": {k: v for k, v in state["model"].items() if ".td." not in k},
+        # L0 gates, variational log alpha and GMP masks are folded into the weights first
+        "model": {k: v for k, v in fold_state_dict(state["model"]).items() if ".td." not in k},
         "optimizer_history": [{"criterion_name": "LabelSmoothedCrossEntropyCriterion", "optimizer_name": "none",
                                "lr_scheduler_state": {}, "num_updates": history.get("num_updates", 0)}],
         "extra_state": {},

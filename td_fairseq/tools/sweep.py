@@ -13,6 +13,7 @@ from ..cli import UserError, check_out_dir
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
 from ..sparsity import PruneRanking, check_sparsity, parse_kinds, remove_targeted_dropout, sparsity_report
 from ..sparsity.selection import is_weight_matrix_key
+from .checkpoint import STOCK_ARCH, arch_of
 
 COLUMNS = SWEEP_COLUMNS + ["bleu", "chrf", "retention", "signature", "decode_seconds", "sentences",
                            "beam", "lenpen", "max_len_a", "max_len_b", "command", "commit", "machine"]
@@ -33,6 +34,9 @@ def load_translation_model(path: str, data_bin: str):
     except Exception as error:  # fairseq and torch raise many types for a bad file
         raise UserError(f"cannot read checkpoint {path} (truncated or not a fairseq checkpoint): "
                         f"{str(error).splitlines()[0][:200] if str(error) else type(error).__name__}")
+    arch = arch_of(state)
+    if arch not in STOCK_ARCH and arch not in STOCK_ARCH.values():
+        raise UserError(f"checkpoint {path} has arch {arch!r}, not a Transformer this tool evaluates")
     try:
         models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], overrides, state=state)
     except FileNotFoundError as error:
@@ -119,6 +123,8 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
         kinds = parse_kinds(kinds)
     except ValueError as error:
         raise UserError(str(error))
+    if beam < 1:
+        raise UserError(f"--beam must be at least 1, got {beam}")
     labels = list(labels) if labels else [os.path.splitext(os.path.basename(c))[0] for c in checkpoints]
     if len(labels) != len(checkpoints):
         raise UserError(f"{len(checkpoints)} checkpoints but {len(labels)} labels")
@@ -129,8 +135,14 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
         import sentencepiece
         if not os.path.isfile(spm_model):
             raise UserError(f"sentencepiece model not found: {spm_model}")
-        spm = sentencepiece.SentencePieceProcessor(model_file=spm_model)
+        try:
+            spm = sentencepiece.SentencePieceProcessor(model_file=spm_model)
+        except (RuntimeError, OSError) as error:
+            raise UserError(f"cannot read sentencepiece model {spm_model}: {str(error).splitlines()[0][:200]}")
+    created = not os.path.isdir(out_dir)
     out_dir = check_out_dir(out_dir, *checkpoints)
+    if created:  # it can be made; make it at the first row, so that bad input found later leaves nothing
+        os.rmdir(out_dir)
     rows = load_rows(out_dir)
     done = {row_key(r) for r in rows}
     from tqdm import tqdm
@@ -142,15 +154,25 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
         if not pending:
             continue
         model, task = load_translation_model(path, data_bin)
+        pair = f"{task.cfg.source_lang}-{task.cfg.target_lang}"
+        for lang in (task.cfg.source_lang, task.cfg.target_lang):
+            binary = os.path.join(data_bin, f"{subset}.{pair}.{lang}.bin")
+            if os.path.isfile(binary) and os.path.getsize(binary) == 0:  # fairseq cannot even open it
+                raise UserError(f"the '{subset}' subset of {data_bin} is empty")
         try:
             task.load_dataset(subset)
         except FileNotFoundError:
             raise UserError(f"data-bin {data_bin} has no '{subset}' subset")
+        except (ValueError, AssertionError) as error:  # fairseq: an empty .bin, sides of unequal length
+            raise UserError(f"cannot load the '{subset}' subset of {data_bin}: {error}")
         if len(task.dataset(subset)) == 0:
             raise UserError(f"the '{subset}' subset of {data_bin} is empty")
         references = read_reference(ref, len(task.dataset(subset))) if ref else None
         params = dict(model.named_parameters())
         originals = {k: p.detach().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
+        if not originals:
+            raise UserError(f"--targets {','.join(kinds)} selects no weight of {path} "
+                            f"(a tied output projection is the embedding: use --targets embed)")
         ranking = PruneRanking(originals, mode, scope)
         for sparsity in pending:
             pruned = ranking.prune(originals, sparsity)
@@ -165,6 +187,7 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
                              max_len_a=max_len_a, max_len_b=max_len_b, command=command or command_line(),
                              commit=git_commit(), machine=machine()))
             add_retention(rows, reference_label)
+            os.makedirs(out_dir, exist_ok=True)
             write_rows(out_dir, rows, COLUMNS)
             plot_curves(rows, "bleu", os.path.join(out_dir, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
                         f"{mode} pruning, scope {scope}")

@@ -1,0 +1,110 @@
+"""The paper's baselines as weight views, attached like targeted dropout.
+
+Each view (in ``weight_views``) is a controller module registered as the module's ``td``
+submodule by ``td.attach``, so every reader of ``.weight`` (fairseq's attention fast path
+included) sees ``view(raw_weight)``. Views that add a term to the objective expose
+``regularization_loss()``, which the criterion's hook picks up. Views with state save
+it under ``<module>.td.<name>``; ``fold_state_dict`` turns those into plain weights.
+
+- ``dropout`` / ``unit_dropout``: every weight / unit dropped with probability ``rate``,
+  fresh on each training read, no rescaling (the untargeted baseline).
+- ``l1``: identity view, penalty ``coef * sum |w|``.
+- ``l0``: hard-concrete gates (Louizos et al. 2018), one per weight or per unit.
+- ``variational``: sparse variational dropout (Molchanov et al. 2017), additive noise.
+- ``gmp``: gradual magnitude pruning (Zhu and Gupta 2017), mask frozen between updates.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .td import attach
+# the views are re-exported: callers need one import for config, views and export
+from .weight_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
+                           VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate, variational_log_alpha)
+
+METHODS = ("dropout", "unit_dropout", "l1", "l0", "variational", "gmp")
+L0_FORMS = ("weight", "unit")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    method: str
+    drop_rate: float = 0.0
+    l1_coef: float = 0.0
+    l0_coef: float = 0.0
+    l0_form: str = "weight"
+    vd_coef: float = 0.0
+    gmp_sparsity: float = 0.9
+    gmp_start: int = 0
+    gmp_steps: int = 100
+    gmp_interval: int = 100
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.l0_form not in L0_FORMS:
+            raise ValueError(f"l0_form must be one of {', '.join(L0_FORMS)}, got {self.l0_form!r}")
+        for name in ("drop_rate", "gmp_sparsity"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("l1_coef", "l0_coef", "vd_coef"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.gmp_start < 0 or self.gmp_steps < 1 or self.gmp_interval < 1:
+            raise ValueError("gmp_start must be >= 0, gmp_steps and gmp_interval >= 1")
+
+
+def make_view(config: BaselineConfig, weight: torch.Tensor) -> WeightView:
+    c = config
+    builders = {
+        "dropout": lambda: RandomDropout(weight, c.drop_rate),
+        "unit_dropout": lambda: RandomDropout(weight, c.drop_rate, by_unit=True),
+        "l1": lambda: L1Penalty(weight, c.l1_coef),
+        "l0": lambda: L0Gate(weight, c.l0_coef, by_unit=c.l0_form == "unit"),
+        "variational": lambda: VariationalDropout(weight, c.vd_coef),
+        "gmp": lambda: GradualMagnitudePruning(weight, c.gmp_sparsity, c.gmp_start, c.gmp_steps, c.gmp_interval),
+    }
+    return builders[c.method]()
+
+
+def apply_baseline(model: nn.Module, config: BaselineConfig, select) -> dict:
+    """Attach ``make_view(config, weight)`` like ``apply_targeted_dropout`` does TD:
+    every weight of dim >= 2 with ``select(name, module)``, one view per shared parameter."""
+    by_param, attached = {}, {}
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+        if weight is None or weight.dim() < 2 or hasattr(type(module), "_td_base") or not select(name, module):
+            continue
+        view = by_param.get(id(weight))
+        if view is None:
+            view = by_param[id(weight)] = make_view(config, weight)
+        attach(module, view)
+        attached[name] = view
+    return attached
+
+
+def fold_state_dict(state: dict) -> dict:
+    """A copy of a model state dict with the views made permanent in plain weights.
+
+    ``<m>.td.log_alpha`` (L0) multiplies ``<m>.weight`` by the eval gate, ``<m>.td.log_sigma2``
+    (variational) zeroes weights with log alpha > 3, ``<m>.td.mask`` (GMP) zeroes the mask;
+    those keys (and ``mask_step``) are dropped. Other keys are returned unchanged.
+    """
+    out = dict(state)
+    for key, value in state.items():
+        prefix, sep, name = ("." + key).rpartition(".td.")
+        owner = prefix[1:] + "." if prefix else ""  # "" for a view on the root module
+        if not sep or f"{owner}weight" not in state or name not in ("log_alpha", "log_sigma2", "mask"):
+            continue
+        weight = out[f"{owner}weight"]
+        if name == "log_alpha":
+            weight = weight * l0_eval_gate(value).to(weight.dtype)
+        elif name == "log_sigma2":
+            weight = weight.masked_fill(variational_log_alpha(weight, value) > VD_THRESHOLD, 0.0)
+        else:
+            weight = weight.masked_fill(value, 0.0)
+        out[f"{owner}weight"] = weight
+        del out[key]
+        out.pop(f"{owner}td.mask_step", None)
+    return out
