@@ -10,14 +10,17 @@ BIN = os.path.dirname(sys.executable)
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
-def run_cli(tool, *args, check=True, cwd=REPO, timeout=600):
-    """Run a console script of this environment (fairseq-train, ...) or a repo script.
-
-    The environment is the user's, minus any weights-only override: our checkpoints
-    must load without it.
-    """
+def cli_env():
+    """The user's environment minus any weights-only override (our checkpoints must load
+    without it), with a fixed thread count: runs compared bitwise must use the same one."""
     env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
     env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_cli(tool, *args, check=True, cwd=REPO, timeout=600):
+    """Run a console script of this environment (fairseq-train, ...) or a repo script."""
+    env = cli_env()
     command = [os.path.join(BIN, tool)] if not tool.endswith(".py") else [sys.executable, os.path.join(REPO, tool)]
     result = subprocess.run(command + [str(a) for a in args], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=timeout)

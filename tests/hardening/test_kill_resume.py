@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..conftest import BIN, REPO, TRAIN_ARGS, run_cli
+from ..conftest import BIN, REPO, TRAIN_ARGS, cli_env, run_cli
 from ..models.test_cli import train_log_values
 
 RAMP = ["--td-ramp-updates", "10", "--td-gamma", "0.75", "--td-alpha", "0.66", "--save-interval-updates", "3"]
@@ -22,8 +22,7 @@ LAST = 10
 def kill_after_checkpoint(data_bin, save_dir, updates_after_save=2, timeout=120):
     """Train towards 1000 updates; SIGKILL once a checkpoint was saved and ``updates_after_save``
     more updates were logged. Returns the log seen up to the kill."""
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
-    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    env = dict(cli_env(), PYTHONUNBUFFERED="1")  # same threads as run_cli: weights are compared bitwise
     process = subprocess.Popen([os.path.join(BIN, "fairseq-train"), str(data_bin), *TRAIN_ARGS, *RAMP,
                                 "--max-update", "1000", "--save-dir", str(save_dir)],
                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
