@@ -5,7 +5,8 @@
 #
 # Reads ../shared/data/multi30k (train, val; reports on test_2016_flickr; the 2017 and
 # 2018 test sets are never touched). Each stage is skipped when its output exists.
-# UPDATES (default 2000) and HOURS (a wall-clock cap per model, default 0.25) size training.
+# UPDATES (default 2000) and HOURS (a wall-clock cap per model, default 0.25) size training;
+# LABELS (default: all five) picks the models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/multi30k}
@@ -37,7 +38,7 @@ declare -A TD=(
   [ramping_td_95]="--td-type weight --td-gamma 0.95 --td-alpha 0.99 --td-ramp-updates $RAMP --td-eval-mask"
   [unit_td]="--td-type unit --td-gamma 0.5 --td-alpha 0.5"
 )
-LABELS=(no_td td ramping_td_90 ramping_td_95 unit_td)
+read -r -a LABELS <<< "${LABELS:-no_td td ramping_td_90 ramping_td_95 unit_td}"
 for label in "${LABELS[@]}"; do
   dir="$OUT/checkpoints/$label"
   if [ -f "$dir/done" ]; then continue; fi
@@ -54,6 +55,8 @@ SWEEP=(--data-bin "$OUT/data/bin" --beam 4 --max-len-a 1.2 --max-len-b 10 --spm 
   --ref "$OUT/data/clean/test.de" --reference-label no_td --no-progress)
 "$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" "${CKPTS[@]}" "${NAMES[@]}" \
   --sparsity 0 0.5 0.6 0.7 0.8 0.9 0.95 --mode weight --scope unit --out "$OUT/sweep_weight"
-"$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" --checkpoint "$OUT/checkpoints/no_td/checkpoint_last.pt" \
-  --label no_td --checkpoint "$OUT/checkpoints/unit_td/checkpoint_last.pt" --label unit_td \
-  --sparsity 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 --mode unit --out "$OUT/sweep_unit"
+if [ -f "$OUT/checkpoints/unit_td/done" ]; then
+  "$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" --checkpoint "$OUT/checkpoints/no_td/checkpoint_last.pt" \
+    --label no_td --checkpoint "$OUT/checkpoints/unit_td/checkpoint_last.pt" --label unit_td \
+    --sparsity 0 0.1 0.2 0.3 0.4 0.5 0.6 0.7 --mode unit --out "$OUT/sweep_unit"
+fi
