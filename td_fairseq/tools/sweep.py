@@ -79,6 +79,25 @@ def translate(model, task, subset: str, beam: int, lenpen: float, max_len_a: flo
     return hyps, refs, time.perf_counter() - start
 
 
+def load_subset(task, data_bin: str, subset: str) -> int:
+    """Load ``subset`` into ``task``; one-line errors for a missing, empty or misaligned one.
+    Returns its number of sentences."""
+    pair = f"{task.cfg.source_lang}-{task.cfg.target_lang}"
+    for lang in (task.cfg.source_lang, task.cfg.target_lang):
+        binary = os.path.join(data_bin, f"{subset}.{pair}.{lang}.bin")
+        if os.path.isfile(binary) and os.path.getsize(binary) == 0:  # fairseq cannot even open it
+            raise UserError(f"the '{subset}' subset of {data_bin} is empty")
+    try:
+        task.load_dataset(subset)
+    except FileNotFoundError:
+        raise UserError(f"data-bin {data_bin} has no '{subset}' subset")
+    except (ValueError, AssertionError) as error:  # fairseq: an empty .bin, sides of unequal length
+        raise UserError(f"cannot load the '{subset}' subset of {data_bin}: {error}")
+    if len(task.dataset(subset)) == 0:
+        raise UserError(f"the '{subset}' subset of {data_bin} is empty")
+    return len(task.dataset(subset))
+
+
 def read_reference(path: str, expected: int) -> list:
     try:
         with open(path, encoding="utf-8") as f:
@@ -146,53 +165,43 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
     rows = load_rows(out_dir)
     done = {row_key(r) for r in rows}
     from tqdm import tqdm
-    bar = tqdm(total=len(checkpoints) * len(levels), desc="sweep", disable=not progress, unit="level")
-    for path, label in zip(checkpoints, labels):
-        base = {"label": label, "checkpoint": os.path.abspath(path), "mode": mode, "scope": scope}
-        pending = [s for s in levels if row_key(dict(base, requested_sparsity=s)) not in done]
-        bar.update(len(levels) - len(pending))
-        if not pending:
-            continue
-        model, task = load_translation_model(path, data_bin)
-        pair = f"{task.cfg.source_lang}-{task.cfg.target_lang}"
-        for lang in (task.cfg.source_lang, task.cfg.target_lang):
-            binary = os.path.join(data_bin, f"{subset}.{pair}.{lang}.bin")
-            if os.path.isfile(binary) and os.path.getsize(binary) == 0:  # fairseq cannot even open it
-                raise UserError(f"the '{subset}' subset of {data_bin} is empty")
-        try:
-            task.load_dataset(subset)
-        except FileNotFoundError:
-            raise UserError(f"data-bin {data_bin} has no '{subset}' subset")
-        except (ValueError, AssertionError) as error:  # fairseq: an empty .bin, sides of unequal length
-            raise UserError(f"cannot load the '{subset}' subset of {data_bin}: {error}")
-        if len(task.dataset(subset)) == 0:
-            raise UserError(f"the '{subset}' subset of {data_bin} is empty")
-        references = read_reference(ref, len(task.dataset(subset))) if ref else None
-        params = dict(model.named_parameters())
-        originals = {k: p.detach().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
-        if not originals:
-            raise UserError(f"--targets {','.join(kinds)} selects no weight of {path} "
-                            f"(a tied output projection is the embedding: use --targets embed)")
-        ranking = PruneRanking(originals, mode, scope)
-        for sparsity in pending:
-            pruned = ranking.prune(originals, sparsity)
-            with torch.no_grad():
-                for name, tensor in pruned.items():
-                    params[name].copy_(tensor)
-            hyps, refs, seconds = translate(model, task, subset, beam, lenpen, max_len_a, max_len_b, max_tokens, spm)
-            bleu, chrf, signature = score(hyps, references or refs)
-            rows.append(dict(base, requested_sparsity=sparsity, measured_sparsity=round(sparsity_report(pruned)["global"], 6),
-                             bleu=round(bleu, 2), chrf=round(chrf, 2), retention="", signature=signature,
-                             decode_seconds=round(seconds, 2), sentences=len(hyps), beam=beam, lenpen=lenpen,
-                             max_len_a=max_len_a, max_len_b=max_len_b, command=command or command_line(),
-                             commit=git_commit(), machine=machine()))
-            add_retention(rows, reference_label)
-            os.makedirs(out_dir, exist_ok=True)
-            write_rows(out_dir, rows, COLUMNS)
-            plot_curves(rows, "bleu", os.path.join(out_dir, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
-                        f"{mode} pruning, scope {scope}")
-            bar.update(1)
-    bar.close()
+    # closing the bar ends its line, so an error message starts on a line of its own
+    with tqdm(total=len(checkpoints) * len(levels), desc="sweep", disable=not progress, unit="level") as bar:
+        for path, label in zip(checkpoints, labels):
+            base = {"label": label, "checkpoint": os.path.abspath(path), "mode": mode, "scope": scope}
+            pending = [s for s in levels if row_key(dict(base, requested_sparsity=s)) not in done]
+            bar.update(len(levels) - len(pending))
+            if not pending:
+                continue
+            model, task = load_translation_model(path, data_bin)
+            sentences = load_subset(task, data_bin, subset)
+            references = read_reference(ref, sentences) if ref else None
+            params = dict(model.named_parameters())
+            originals = {k: p.detach().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
+            if not originals:
+                raise UserError(f"--targets {','.join(kinds)} selects no weight of {path} "
+                                f"(a tied output projection is the embedding: use --targets embed)")
+            ranking = PruneRanking(originals, mode, scope)
+            for sparsity in pending:
+                pruned = ranking.prune(originals, sparsity)
+                with torch.no_grad():
+                    for name, tensor in pruned.items():
+                        params[name].copy_(tensor)
+                hyps, refs, seconds = translate(model, task, subset, beam, lenpen, max_len_a, max_len_b,
+                                                max_tokens, spm)
+                bleu, chrf, signature = score(hyps, references or refs)
+                measured = round(sparsity_report(pruned)["global"], 6)
+                rows.append(dict(base, requested_sparsity=sparsity, measured_sparsity=measured,
+                                 bleu=round(bleu, 2), chrf=round(chrf, 2), retention="", signature=signature,
+                                 decode_seconds=round(seconds, 2), sentences=len(hyps), beam=beam, lenpen=lenpen,
+                                 max_len_a=max_len_a, max_len_b=max_len_b, command=command or command_line(),
+                                 commit=git_commit(), machine=machine()))
+                add_retention(rows, reference_label)
+                os.makedirs(out_dir, exist_ok=True)
+                write_rows(out_dir, rows, COLUMNS)
+                plot_curves(rows, "bleu", os.path.join(out_dir, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
+                            f"{mode} pruning, scope {scope}")
+                bar.update(1)
     return rows
 
 
