@@ -23,44 +23,23 @@ from ..sparsity.baselines import L0_FORMS, METHODS as BASELINE_METHODS, Baseline
 SPARSITY_METHODS = ("td",) + BASELINE_METHODS
 
 
-def _unit_interval(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+def _number(parse, valid, expected):
+    """An argparse type: ``parse(text)`` that must satisfy ``valid`` (NaN never does)."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return convert
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    if not 0.0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_unit_interval = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+_non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_non_negative_float = _number(float, lambda v: 0.0 <= v < math.inf, "a non-negative number")
 
 
 def _targets(text):
