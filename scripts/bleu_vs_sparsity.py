@@ -40,6 +40,7 @@ def parse(argv):
 def main(argv=None):
     from td_fairseq.tools.sweep import format_table, run_sweep
     args = parse(argv)
+    cli.quiet_fairseq_logging()
     rows = run_sweep(args.data_bin, args.checkpoint, args.label, args.sparsity, args.out, args.mode, args.scope,
                      args.targets, args.subset, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
                      args.max_tokens, args.spm, args.ref, args.reference_label,

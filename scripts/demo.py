@@ -19,6 +19,7 @@ def parse(argv):
 def main(argv=None):
     from td_fairseq.tools.demo import run_demo
     args = parse(argv)
+    cli.quiet_fairseq_logging()
     run_demo(args.out, train_pairs=args.train_pairs, max_update=args.max_update,
              command=cli.command_line(argv, __file__))
 

@@ -31,6 +31,15 @@ def user_errors():
         raise UserError(str(error)) from None
 
 
+def quiet_fairseq_logging() -> None:
+    """Importing fairseq sets the root logger to DEBUG, which floods a sweep with library
+    chatter (matplotlib font searches among it); our scripts keep warnings and errors only."""
+    import logging
+
+    import fairseq  # noqa: F401  (its import is what changes the root logger)
+    logging.getLogger().setLevel(logging.WARNING)
+
+
 def run(main, argv=None, prog=None) -> int:
     """Call ``main(argv)``; turn UserError and Ctrl-C into one line and an exit code."""
     prog = prog or os.path.basename(sys.argv[0] or "td_fairseq")
