@@ -12,12 +12,15 @@ from td_fairseq import cli
 
 def parse(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        raise cli.UserError("put fairseq-train's arguments after --, e.g. --nprocs 2 -- DATA_BIN --arch ...")
-    split = argv.index("--")
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                           usage="%(prog)s --nprocs N [--port P] -- DATA_BIN <fairseq-train args>")
     p.add_argument("--nprocs", type=int, required=True, help="number of ranks (processes)")
     p.add_argument("--port", type=int, help="rendezvous port on 127.0.0.1 (default: a free one)")
+    if "--" not in argv:
+        if {"-h", "--help"} & set(argv):
+            p.parse_args(["--help"])  # prints the usage and exits 0
+        raise cli.UserError("put fairseq-train's arguments after --, e.g. --nprocs 2 -- DATA_BIN --arch ...")
+    split = argv.index("--")
     args = p.parse_args(argv[:split])
     args.train_args = argv[split + 1:]
     return args
