@@ -9,6 +9,7 @@ import os
 import sys
 
 from .results import command_line  # noqa: F401  (scripts record their command through cli)
+from .results import remove_stale_temps
 
 
 class UserError(Exception):
@@ -66,4 +67,5 @@ def check_out_dir(out_dir: str, *inputs: str) -> str:
         raise UserError(f"cannot create output directory {out_dir}: {error.strerror}")
     if not os.access(out, os.W_OK):
         raise UserError(f"output directory {out_dir} is not writable")
+    remove_stale_temps(out)  # leftovers of a killed earlier run
     return out

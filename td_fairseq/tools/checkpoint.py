@@ -12,7 +12,7 @@ import torch
 
 from ..checkpoints import allow_fairseq_checkpoints
 from ..cli import UserError, check_out_dir
-from ..results import atomic_write, command_line, git_commit
+from ..results import atomic_write, command_line, git_commit, temp_prefix
 from ..sparsity import PruneRanking, check_sparsity, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
 from ..sparsity.selection import is_weight_matrix_key
@@ -96,7 +96,7 @@ def prunable_weights(model_state: dict, kinds) -> dict:
 
 def save_checkpoint(state: dict, path: str) -> None:
     """torch.save through a temporary file in the same directory, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".pt")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=temp_prefix(), suffix=".pt")
     os.close(fd)
     try:
         torch.save(state, tmp)

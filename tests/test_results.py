@@ -1,0 +1,22 @@
+"""Result files: atomic writes and the clean-up of a killed run's temporary files."""
+import os
+
+from td_fairseq.cli import check_out_dir
+from td_fairseq.results import atomic_write, temp_prefix
+
+
+def test_atomic_write_leaves_no_temporary_and_readable_permissions(tmp_path):
+    atomic_write(str(tmp_path / "a.txt"), "hello\n")
+    assert os.listdir(tmp_path) == ["a.txt"]
+    assert (tmp_path / "a.txt").read_text() == "hello\n"
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o044  # not the 0600 of mkstemp
+
+
+def test_out_dir_check_removes_only_dead_writers_temporaries(tmp_path):
+    dead = tmp_path / ".tmp-999999999-results.csv"  # no such pid
+    live = tmp_path / f"{temp_prefix()}results.json"  # this process: still writing
+    other = tmp_path / ".tmp-notes"
+    for path in (dead, live, other):
+        path.write_text("partial")
+    check_out_dir(str(tmp_path))
+    assert not dead.exists() and live.exists() and other.exists()
