@@ -38,7 +38,7 @@ class LabelSmoothedCrossEntropyTDCriterion(LabelSmoothedCrossEntropyCriterion):
             gamma, alpha = modules[0][1].td.rates
             logging_output.update(td_count=1, td_gamma=gamma, td_alpha=alpha)
             if model.training:
-                fraction = drop_fraction(model)
+                fraction = drop_fraction(model, modules)
                 logging_output["td_drop"] = 0.0 if fraction is None else fraction.item()
         return loss, sample_size, logging_output
 

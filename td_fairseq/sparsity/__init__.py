@@ -6,6 +6,6 @@ from .masks import (bernoulli_mask, bottom_k_rows, bottom_k_rows_warm, dropped_m
                     targeted_unit_mask, targeted_weight_mask, targeted_weight_mask_warm, unit_norms)
 from .schedules import cubic_sparsity, td_rates
 from .selection import KINDS, parse_kinds, transformer_selector, transformer_weight_kind
-from .td import (TD_TYPES, TargetedDropout, TDConfig, apply_targeted_dropout, attach, detach,
+from .td import (TD_TYPES, TargetedDropout, TDConfig, apply_targeted_dropout, attach, attach_views, detach,
                  drop_fraction, remove_targeted_dropout, td_modules)
 from .prune import MODES, SCOPES, PruneRanking, check_sparsity, sparsity_report

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .td import attach
+from .td import attach_views
 # the views are re-exported: callers need one import for config, views and export
 from .weight_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
                            VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate, variational_log_alpha)
@@ -69,19 +69,8 @@ def make_view(config: BaselineConfig, weight: torch.Tensor) -> WeightView:
 
 
 def apply_baseline(model: nn.Module, config: BaselineConfig, select) -> dict:
-    """Attach ``make_view(config, weight)`` like ``apply_targeted_dropout`` does TD:
-    every weight of dim >= 2 with ``select(name, module)``, one view per shared parameter."""
-    by_param, attached = {}, {}
-    for name, module in list(model.named_modules(remove_duplicate=False)):
-        weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
-        if weight is None or weight.dim() < 2 or hasattr(type(module), "_td_base") or not select(name, module):
-            continue
-        view = by_param.get(id(weight))
-        if view is None:
-            view = by_param[id(weight)] = make_view(config, weight)
-        attach(module, view)
-        attached[name] = view
-    return attached
+    """Attach ``make_view(config, weight)`` as ``apply_targeted_dropout`` attaches TD."""
+    return attach_views(model, lambda weight: make_view(config, weight), select)
 
 
 def fold_state_dict(state: dict) -> dict:

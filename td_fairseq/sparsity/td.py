@@ -148,12 +148,10 @@ def detach(module: nn.Module) -> nn.Module:
     return module
 
 
-def apply_targeted_dropout(model: nn.Module, config: TDConfig, select) -> dict:
-    """Attach TD to every module whose weight (dim >= 2) satisfies ``select(name, module)``.
-
-    A parameter shared by several modules (tied embeddings) gets one controller, so
-    its targeted set is the same wherever it is read. Returns {module name: controller}.
-    """
+def attach_views(model: nn.Module, make_view, select) -> dict:
+    """Attach ``make_view(weight)`` to every module whose weight (dim >= 2) satisfies
+    ``select(name, module)``. A parameter shared by several modules (tied embeddings) gets
+    one view, so it is seen the same wherever it is read. Returns {module name: view}."""
     by_param, attached = {}, {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
         weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
@@ -161,12 +159,17 @@ def apply_targeted_dropout(model: nn.Module, config: TDConfig, select) -> dict:
             continue
         if not select(name, module):
             continue
-        controller = by_param.get(id(weight))
-        if controller is None:
-            controller = by_param[id(weight)] = TargetedDropout(config, tuple(weight.shape))
-        attach(module, controller)
-        attached[name] = controller
+        view = by_param.get(id(weight))
+        if view is None:
+            view = by_param[id(weight)] = make_view(weight)
+        attach(module, view)
+        attached[name] = view
     return attached
+
+
+def apply_targeted_dropout(model: nn.Module, config: TDConfig, select) -> dict:
+    """Targeted dropout on every selected weight; returns {module name: controller}."""
+    return attach_views(model, lambda weight: TargetedDropout(config, tuple(weight.shape)), select)
 
 
 def td_modules(model: nn.Module):
@@ -180,10 +183,11 @@ def remove_targeted_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def drop_fraction(model: nn.Module):
-    """Fraction of TD-covered weights dropped in the last training forward (a tensor)."""
+def drop_fraction(model: nn.Module, modules=None):
+    """Fraction of TD-covered weights dropped in the last training forward (a tensor).
+    ``modules``: the result of ``td_modules(model)``, when the caller already has it."""
     seen, dropped, total = set(), 0, 0
-    for _, module in td_modules(model):
+    for _, module in td_modules(model) if modules is None else modules:
         if id(module.td) in seen:
             continue
         seen.add(id(module.td))
