@@ -7,7 +7,7 @@ tokens-per-second ratio is the time ratio. Models are timed in turn, repeatedly,
 so that machine noise hits all alike. Checkpoints go through the real files and fairseq's loader.
 
     python benchmarks/compact_speed.py [--layers 6] [--dim 256] [--ffn 2048] [--levels 0.25 0.5 0.75]
-                                       [--threads 1] [--size-checkpoint CKPT]
+                                       [--threads 1] [--size-checkpoint CKPT] [--device cpu|cuda]
 
 Target: compact / dense decode speed >= 1.5 at 50 % unit sparsity.
 """
@@ -59,13 +59,13 @@ def dense_checkpoint(directory: str, args) -> str:
     return path
 
 
-def load(path: str, data: str):
+def load(path: str, data: str, device="cpu"):
     from fairseq import checkpoint_utils
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], {"data": data})
-    return models[0].eval(), task
+    return models[0].eval().to(device), task
 
 
-def batches(dictionary, sentences: int, batch: int, length: int, seed=0):
+def batches(dictionary, sentences: int, batch: int, length: int, seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, sentences, batch):
@@ -73,7 +73,8 @@ def batches(dictionary, sentences: int, batch: int, length: int, seed=0):
         src = torch.randint(dictionary.nspecial, len(dictionary), (bsz, length + 1), generator=g)
         src[:, -1] = dictionary.eos()
         out.append({"id": torch.arange(start, start + bsz),
-                    "net_input": {"src_tokens": src, "src_lengths": torch.full((bsz,), length + 1)}})
+                    "net_input": {"src_tokens": src.to(device),
+                                  "src_lengths": torch.full((bsz,), length + 1, device=device)}})
     return out
 
 
@@ -83,11 +84,16 @@ def decode_seconds(model, task, samples, beam: int, out_len: int):
     generator = task.build_generator([model], GenerationConfig(beam=beam, max_len_a=0, max_len_b=out_len,
                                                                min_len=out_len))
     tokens = 0
+    cuda = next(model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.no_grad():
         for sample in samples:
             for hypos in task.inference_step(generator, [model], sample):
                 tokens += hypos[0]["tokens"].numel()
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start, tokens
 
 
@@ -97,11 +103,11 @@ def speed_table(dense_path, data, args):
     for level in args.levels:
         paths[f"{level:.2f}"] = os.path.join(os.path.dirname(dense_path), f"compact_{level:.2f}.pt")
         compact_checkpoint(dense_path, level, paths[f"{level:.2f}"])
-    models = {name: load(path, data) for name, path in paths.items()}
+    models = {name: load(path, data, args.device) for name, path in paths.items()}
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
     dictionary = models["dense"][1].source_dictionary
-    settings = {1: batches(dictionary, args.sentences_batch1, 1, args.src_len),
-                64: batches(dictionary, args.sentences_batch64, 64, args.src_len, seed=1)}
+    settings = {1: batches(dictionary, args.sentences_batch1, 1, args.src_len, device=args.device),
+                64: batches(dictionary, args.sentences_batch64, 64, args.src_len, seed=1, device=args.device)}
     times = {(name, b): [] for name in models for b in settings}
     tokens = {}
     for repeat in range(args.repeats + 1):  # pass 0 warms up (allocator, first calls) and is not kept
@@ -178,13 +184,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--size-levels", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.8, 0.9, 0.95])
     p.add_argument("--size-checkpoint", help="also measure sparse file sizes of this (trained) checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (decoding only)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.disable(logging.INFO)  # fairseq's loading chatter; the tables are the output
     warnings.filterwarnings("ignore")
     from td_fairseq.results import git_commit, machine
     print("command: python benchmarks/compact_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"commit {git_commit()} | {machine()} | torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    gpu = f" | {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""
+    print(f"commit {git_commit()} | {machine()}{gpu} | torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     with tempfile.TemporaryDirectory() as tmp:
         write_dictionaries(tmp, args.vocab)
         dense = dense_checkpoint(tmp, args)

@@ -3,7 +3,10 @@
 Same model size (3+3 layers, dim 256, ffn 1024, 4 heads), same batches, models stepped in
 turn so that machine noise hits all three alike; reports medians and ratios.
 
-    python benchmarks/step_overhead.py [--steps 30] [--tokens 4096] [--arch-size small|wmt]
+    python benchmarks/step_overhead.py [--steps 30] [--tokens 4096] [--size small|wmt] [--device cpu|cuda]
+
+On CUDA each step is bracketed by a device synchronisation, so a step's time includes its
+kernels.
 """
 import argparse
 import statistics
@@ -39,20 +42,20 @@ SIZES = {
 }
 
 
-def build(arch, extra, size, dictionary):
+def build(arch, extra, size, dictionary, device):
     parser = options.get_training_parser()
     argv = ["/nonexistent", "--arch", arch, "--task", "translation", "--optimizer", "adam", "--lr", "5e-4",
             "--criterion", "label_smoothed_cross_entropy_td", "--label-smoothing", "0.1",
             "--share-all-embeddings", "--dropout", "0.1", *SIZES[size], *extra]
     args = options.parse_args_and_arch(parser, argv)
     task = TranslationTask(args, dictionary, dictionary)
-    model = task.build_model(args)
+    model = task.build_model(args).to(device)
     criterion = task.build_criterion(args)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
     return model, criterion, optimizer
 
 
-def make_batches(dictionary, n, tokens, length, seed=0):
+def make_batches(dictionary, n, tokens, length, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     bsz = max(1, tokens // length)
     for _ in range(n):
@@ -60,19 +63,26 @@ def make_batches(dictionary, n, tokens, length, seed=0):
         tgt = torch.randint(dictionary.nspecial, len(dictionary), (bsz, length), generator=g)
         tgt[:, -1] = dictionary.eos()
         prev = torch.cat([tgt[:, -1:], tgt[:, :-1]], dim=1)
-        yield {"net_input": {"src_tokens": src, "src_lengths": torch.full((bsz,), length),
-                             "prev_output_tokens": prev},
-               "target": tgt, "ntokens": tgt.numel()}
+        yield {"net_input": {"src_tokens": src.to(device), "src_lengths": torch.full((bsz,), length, device=device),
+                             "prev_output_tokens": prev.to(device)},
+               "target": tgt.to(device), "ntokens": tgt.numel()}
 
 
-def step(model, criterion, optimizer, sample, update):
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step(model, criterion, optimizer, sample, update, device="cpu"):
     model.train()
     model.set_num_updates(update)
+    sync(device)
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss, _, _ = criterion(model, sample)
     loss.backward()
     optimizer.step()
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -85,6 +95,7 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each variant")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     dictionary = Dictionary()
@@ -94,18 +105,18 @@ def main(argv=None):
     stock_arch = "transformer_wmt_en_de" if args.size == "wmt" else "transformer"
     variants = {
         "td_weight": build(td_arch, ["--td-type", "weight", "--td-gamma", "0.75", "--td-alpha", "0.66"],
-                           args.size, dictionary),
-        "td_none": build(td_arch, ["--td-type", "none"], args.size, dictionary),
-        "stock": build(stock_arch, [], args.size, dictionary),
+                           args.size, dictionary, args.device),
+        "td_none": build(td_arch, ["--td-type", "none"], args.size, dictionary, args.device),
+        "stock": build(stock_arch, [], args.size, dictionary, args.device),
     }
     times = {name: [] for name in variants}
     td_times = []
-    batches = list(make_batches(dictionary, args.warmup + args.steps, args.tokens, args.length))
+    batches = list(make_batches(dictionary, args.warmup + args.steps, args.tokens, args.length, args.device))
     td_module.TargetedDropout.forward = _timed_td_forward(td_module.TargetedDropout.forward)
     for i, sample in enumerate(batches):
         for name, (model, criterion, optimizer) in variants.items():
             TD_SECONDS[0] = 0.0
-            t = step(model, criterion, optimizer, sample, i)
+            t = step(model, criterion, optimizer, sample, i, args.device)
             if i >= args.warmup:
                 times[name].append(t)
                 if name == "td_weight":
@@ -116,10 +127,11 @@ def main(argv=None):
         for name, (model, criterion, optimizer) in variants.items():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for i, sample in enumerate(batches[-3:]):
-                    step(model, criterion, optimizer, sample, len(batches) + i)
+                    step(model, criterion, optimizer, sample, len(batches) + i, args.device)
             print(f"{name}: 3 steps")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    print(f"commit {git_commit()} | {machine()} | torch threads {torch.get_num_threads()}")
+    gpu = f" | {torch.cuda.get_device_name(args.device)}" if torch.device(args.device).type == "cuda" else ""
+    print(f"commit {git_commit()} | {machine()}{gpu} | torch threads {torch.get_num_threads()}")
     print(f"command: python benchmarks/step_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print(f"size {args.size}, {args.tokens} target tokens/batch, {args.steps} timed steps, median seconds:")
     for name, value in median.items():

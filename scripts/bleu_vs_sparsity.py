@@ -2,8 +2,8 @@
 
     bleu_vs_sparsity.py --data-bin DIR --checkpoint A.pt [--checkpoint B.pt ...] [--label NAME ...]
         --sparsity 0 0.5 0.7 0.9 [--mode weight|unit] [--scope unit|layer|global] [--targets attn,ffn]
-        [--subset test] [--beam 5] [--lenpen 1.0] [--spm SPM_MODEL] [--ref RAW_REF]
-        [--reference-label NAME] --out DIR
+        [--score magnitude|own] [--subset test] [--beam 5] [--lenpen 1.0] [--spm SPM_MODEL]
+        [--ref RAW_REF] [--reference-label NAME] [--device auto|cpu|cuda] --out DIR
 
 Writes DIR/results.csv, DIR/results.json and DIR/bleu_vs_sparsity.png; a rerun skips the rows
 already present.
@@ -12,6 +12,7 @@ import sys
 
 from td_fairseq import cli
 from td_fairseq.sparsity import MODES, SCOPES
+from td_fairseq.tools.sweep import SCORES
 
 
 def parse(argv):
@@ -23,6 +24,9 @@ def parse(argv):
     p.add_argument("--mode", choices=MODES, default="weight")
     p.add_argument("--scope", choices=SCOPES, default="unit")
     p.add_argument("--targets", default="attn,ffn")
+    p.add_argument("--score", choices=SCORES, default="magnitude",
+                   help="own: rank by the method's own score (L0 gate, variational log alpha, Smallify "
+                        "switch) where it has one for --mode, else by magnitude")
     p.add_argument("--subset", default="test")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--lenpen", type=float, default=1.0)
@@ -32,6 +36,7 @@ def parse(argv):
     p.add_argument("--spm", help="sentencepiece model to detokenize with")
     p.add_argument("--ref", help="raw reference file, one line per test sentence")
     p.add_argument("--reference-label", help="label whose 0 %% BLEU is the denominator of 'retention'")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -45,7 +50,7 @@ def main(argv=None):
                      args.targets, args.subset, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
                      args.max_tokens, args.spm, args.ref, args.reference_label,
                      command=cli.command_line(argv, __file__),
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, score=args.score, device=args.device)
     print(format_table(rows))
 
 

@@ -6,7 +6,8 @@ controller. State-dict keys stay those of the stock model (random-targeted types
 ``td.random_score`` buffer per targeted module). ``--sparsity-method`` other than td
 attaches one of the core's baseline views instead (``sparsity/baselines.py``) the same
 way; L0 adds ``td.log_alpha``, variational ``td.log_sigma2``, GMP ``td.mask`` and
-``td.mask_step``, all folded into plain weights by ``tools.checkpoint.stock_checkpoint``.
+``td.mask_step``, Smallify ``td.switch``, ``td.pruned``, ``td.sign_mean`` and
+``td.sign_var``, all folded into plain weights by ``tools.checkpoint.stock_checkpoint``.
 """
 import argparse
 import math
@@ -40,6 +41,8 @@ _unit_interval = _number(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 _non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
 _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _non_negative_float = _number(float, lambda v: 0.0 <= v < math.inf, "a non-negative number")
+_positive_float = _number(float, lambda v: 0.0 < v < math.inf, "a positive number")
+_momentum = _number(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def _targets(text):
@@ -78,11 +81,18 @@ def add_baseline_args(parser):
     group.add_argument("--gmp-start", type=_non_negative_int, metavar="T0", help="gmp: first mask update")
     group.add_argument("--gmp-steps", type=_positive_int, metavar="N", help="gmp: number of mask updates")
     group.add_argument("--gmp-interval", type=_positive_int, metavar="DT", help="gmp: updates between masks")
+    group.add_argument("--smallify-coef", type=_non_negative_float, metavar="C",
+                       help="smallify: coef * sum |switch|")
+    group.add_argument("--smallify-momentum", type=_momentum, metavar="M",
+                       help="smallify: momentum of the switch-sign mean and variance")
+    group.add_argument("--smallify-threshold", type=_positive_float, metavar="T",
+                       help="smallify: remove a unit once its switch-sign variance exceeds T")
 
 
 BASELINE_DEFAULTS = (("sparsity_method", "td"), ("l1_coef", 1e-5), ("l0_coef", 1e-6), ("l0_form", "weight"),
                      ("vd_coef", 1e-6), ("gmp_sparsity", 0.9), ("gmp_start", 0), ("gmp_steps", 100),
-                     ("gmp_interval", 100))
+                     ("gmp_interval", 100), ("smallify_coef", 1e-4), ("smallify_momentum", 0.9),
+                     ("smallify_threshold", 0.5))
 
 
 def baseline_config_from_args(args) -> BaselineConfig:
@@ -90,7 +100,8 @@ def baseline_config_from_args(args) -> BaselineConfig:
     return BaselineConfig(method=args.sparsity_method, drop_rate=rate, l1_coef=args.l1_coef,
                           l0_coef=args.l0_coef, l0_form=args.l0_form, vd_coef=args.vd_coef,
                           gmp_sparsity=args.gmp_sparsity, gmp_start=args.gmp_start, gmp_steps=args.gmp_steps,
-                          gmp_interval=args.gmp_interval)
+                          gmp_interval=args.gmp_interval, smallify_coef=args.smallify_coef,
+                          smallify_momentum=args.smallify_momentum, smallify_threshold=args.smallify_threshold)
 
 
 def td_config_from_args(args) -> TDConfig:

@@ -12,6 +12,8 @@ it under ``<module>.td.<name>``; ``fold_state_dict`` turns those into plain weig
 - ``l0``: hard-concrete gates (Louizos et al. 2018), one per weight or per unit.
 - ``variational``: sparse variational dropout (Molchanov et al. 2017), additive noise.
 - ``gmp``: gradual magnitude pruning (Zhu and Gupta 2017), mask frozen between updates.
+- ``smallify``: a switch per unit under an L1 penalty (Leclerc et al. 2018); units whose
+  switch sign oscillates (sign variance above a threshold) are removed for good.
 """
 from dataclasses import dataclass
 
@@ -21,9 +23,10 @@ from torch import nn
 from .td import attach_views
 # the views are re-exported: callers need one import for config, views and export
 from .weight_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
-                           VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate, variational_log_alpha)
+                           Smallify, VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate,
+                           variational_log_alpha)
 
-METHODS = ("dropout", "unit_dropout", "l1", "l0", "variational", "gmp")
+METHODS = ("dropout", "unit_dropout", "l1", "l0", "variational", "gmp", "smallify")
 L0_FORMS = ("weight", "unit")
 
 
@@ -39,6 +42,9 @@ class BaselineConfig:
     gmp_start: int = 0
     gmp_steps: int = 100
     gmp_interval: int = 100
+    smallify_coef: float = 0.0
+    smallify_momentum: float = 0.9
+    smallify_threshold: float = 0.5
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -48,11 +54,15 @@ class BaselineConfig:
         for name in ("drop_rate", "gmp_sparsity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("l1_coef", "l0_coef", "vd_coef"):
+        for name in ("l1_coef", "l0_coef", "vd_coef", "smallify_coef"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.gmp_start < 0 or self.gmp_steps < 1 or self.gmp_interval < 1:
             raise ValueError("gmp_start must be >= 0, gmp_steps and gmp_interval >= 1")
+        if not 0.0 <= self.smallify_momentum < 1.0:
+            raise ValueError(f"smallify_momentum must be in [0, 1), got {self.smallify_momentum!r}")
+        if not self.smallify_threshold > 0.0:
+            raise ValueError(f"smallify_threshold must be > 0, got {self.smallify_threshold!r}")
 
 
 def make_view(config: BaselineConfig, weight: torch.Tensor) -> WeightView:
@@ -64,6 +74,7 @@ def make_view(config: BaselineConfig, weight: torch.Tensor) -> WeightView:
         "l0": lambda: L0Gate(weight, c.l0_coef, by_unit=c.l0_form == "unit"),
         "variational": lambda: VariationalDropout(weight, c.vd_coef),
         "gmp": lambda: GradualMagnitudePruning(weight, c.gmp_sparsity, c.gmp_start, c.gmp_steps, c.gmp_interval),
+        "smallify": lambda: Smallify(weight, c.smallify_coef, c.smallify_momentum, c.smallify_threshold),
     }
     return builders[c.method]()
 
@@ -73,27 +84,35 @@ def apply_baseline(model: nn.Module, config: BaselineConfig, select) -> dict:
     return attach_views(model, lambda weight: make_view(config, weight), select)
 
 
+# the keys each view folds into its module's weight, and the state saved beside them
+FOLDED = {"log_alpha": (), "log_sigma2": (), "mask": ("mask_step",), "switch": ("pruned", "sign_mean", "sign_var")}
+
+
 def fold_state_dict(state: dict) -> dict:
     """A copy of a model state dict with the views made permanent in plain weights.
 
     ``<m>.td.log_alpha`` (L0) multiplies ``<m>.weight`` by the eval gate, ``<m>.td.log_sigma2``
-    (variational) zeroes weights with log alpha > 3, ``<m>.td.mask`` (GMP) zeroes the mask;
-    those keys (and ``mask_step``) are dropped. Other keys are returned unchanged.
+    (variational) zeroes weights with log alpha > 3, ``<m>.td.mask`` (GMP) zeroes the mask,
+    ``<m>.td.switch`` (Smallify) multiplies each row by its switch times ``not <m>.td.pruned``;
+    those keys (and ``mask_step``, ``pruned``, ``sign_mean``, ``sign_var``) are dropped. A view
+    has one folding key, so each weight is folded once. Other keys are returned unchanged.
     """
     out = dict(state)
     for key, value in state.items():
         prefix, sep, name = ("." + key).rpartition(".td.")
         owner = prefix[1:] + "." if prefix else ""  # "" for a view on the root module
-        if not sep or f"{owner}weight" not in state or name not in ("log_alpha", "log_sigma2", "mask"):
+        if not sep or f"{owner}weight" not in state or name not in FOLDED:
             continue
         weight = out[f"{owner}weight"]
         if name == "log_alpha":
             weight = weight * l0_eval_gate(value).to(weight.dtype)
         elif name == "log_sigma2":
             weight = weight.masked_fill(variational_log_alpha(weight, value) > VD_THRESHOLD, 0.0)
+        elif name == "switch":
+            weight = weight * (value * ~state[f"{owner}td.pruned"]).to(weight.dtype)
         else:
             weight = weight.masked_fill(value, 0.0)
         out[f"{owner}weight"] = weight
-        del out[key]
-        out.pop(f"{owner}td.mask_step", None)
+        for dropped in (name,) + FOLDED[name]:
+            out.pop(f"{owner}td.{dropped}", None)
     return out

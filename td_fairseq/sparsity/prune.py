@@ -18,7 +18,7 @@ def _ranks(score: torch.Tensor) -> torch.Tensor:
     """Rank (0 = smallest) of each entry along the last axis."""
     order = score.argsort(dim=-1, stable=True)
     ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(score.shape[-1]).expand_as(order).contiguous())
+    ranks.scatter_(-1, order, torch.arange(score.shape[-1], device=score.device).expand_as(order).contiguous())
     return ranks
 
 
@@ -31,7 +31,8 @@ def check_sparsity(sparsity: float) -> float:
 class PruneRanking:
     """Pruning order of a set of named weight tensors; ``masks(s)`` is cheap per level.
 
-    ``scores`` (optional, same shapes) replaces |w|: e.g. a gate value or -log alpha.
+    ``scores`` (optional, for some or all names) replaces |w|: e.g. a gate value or -log
+    alpha, of the tensor's shape, or in unit mode one value per unit.
     """
 
     def __init__(self, tensors: dict, mode: str = "weight", scope: str = "unit", scores: dict = None):
@@ -44,8 +45,8 @@ class PruneRanking:
         self.mode, self.scope = mode, scope
         self.shapes = {name: t.shape for name, t in tensors.items()}
         with torch.no_grad():
-            scores = {n: (t.detach().abs() if scores is None else scores[n].detach()).float()
-                      for n, t in tensors.items()}
+            given = scores or {}
+            scores = {n: (given[n] if n in given else t.abs()).detach().float() for n, t in tensors.items()}
             if mode == "unit":
                 self.ranks = {n: _ranks(unit_norms(s) if s.dim() > 1 else s) for n, s in scores.items()}
             elif scope == "unit":

@@ -233,3 +233,57 @@ class GradualMagnitudePruning(WeightView):
     def extra_repr(self):
         return (f"final={self.final}, start={self.start}, steps={self.steps}, interval={self.interval}, "
                 f"now sparsity={self.rates[0]:.4g}")
+
+
+class Smallify(WeightView):
+    """Weight times one switch per unit (row); units whose switch sign oscillates are removed.
+
+    Our reading of Leclerc et al. 2018 ("Smallify: learning network size while training"):
+    a switch per unit, initialised to 1, trained with the weights under ``coef * sum |switch|``.
+    Once per optimizer update, in training, the sign s of each switch (sign(0) = 0) updates
+    ``sign_mean = m * sign_mean + (1 - m) * s`` then ``sign_var = m * sign_var +
+    (1 - m) * (s - sign_mean) ** 2`` (the new mean); a unit with ``sign_var > threshold`` is
+    pruned for good. Pruned units read exactly zero in training and eval (zero gradient too)
+    and leave the penalty. Statistics and the pruned set are saved buffers, so a resume keeps them.
+    """
+
+    def __init__(self, weight, coef: float, momentum: float = 0.9, threshold: float = 0.5):
+        super().__init__(weight)
+        self.coef, self.momentum, self.threshold = coef, momentum, threshold
+        shape = unit_shape(weight.shape)
+        self.switch = nn.Parameter(torch.ones(shape, dtype=weight.dtype, device=weight.device))
+        for name in ("sign_mean", "sign_var"):
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.float32, device=weight.device))
+        self.register_buffer("pruned", torch.zeros(shape, dtype=torch.bool, device=weight.device))
+        # the forward runs several times per update (gradient accumulation, several modules
+        # reading a shared weight): the statistics must move once per update
+        self._known_update = None
+
+    @property
+    def rates(self):
+        return float(self.pruned.float().mean()), 1.0
+
+    def update_statistics(self) -> bool:
+        """Fold the switches' signs into the statistics once per new update; True if it did."""
+        if self.num_updates <= 0 or self.num_updates == self._known_update:
+            return False
+        self._known_update = self.num_updates
+        m = self.momentum
+        with torch.no_grad():
+            sign = torch.sign(self.switch.float())
+            self.sign_mean.mul_(m).add_(sign, alpha=1.0 - m)
+            self.sign_var.mul_(m).add_((sign - self.sign_mean) ** 2, alpha=1.0 - m)
+            self.pruned |= self.sign_var > self.threshold
+        return True
+
+    def forward(self, weight):
+        if self.training:
+            self.update_statistics()
+            self._last_dropped = self.pruned
+        return weight * (self.switch * ~self.pruned).to(weight.dtype)
+
+    def regularization_loss(self):
+        return self.coef * self.switch.float().abs().masked_fill(self.pruned, 0.0).sum()
+
+    def extra_repr(self):
+        return f"coef={self.coef}, momentum={self.momentum}, threshold={self.threshold}"

@@ -29,7 +29,8 @@ STOCK_ARCH = {
 
 # Model options of the baselines (transformer_td's add_baseline_args), dropped on export.
 BASELINE_CONFIG_KEYS = ("sparsity_method", "drop_rate", "l1_coef", "l0_coef", "l0_form", "vd_coef",
-                        "gmp_sparsity", "gmp_start", "gmp_steps", "gmp_interval")
+                        "gmp_sparsity", "gmp_start", "gmp_steps", "gmp_interval", "smallify_coef",
+                        "smallify_momentum", "smallify_threshold")
 
 
 def load_checkpoint(path: str) -> dict:

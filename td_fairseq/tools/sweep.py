@@ -2,7 +2,10 @@
 level prune in memory, translate with fairseq's generator and score with sacreBLEU.
 
 Evaluation applies exactly the requested pruning to the trained weights and nothing else:
-the TD machinery (and so ``--td-eval-mask``) is removed after loading.
+the TD machinery (and so ``--td-eval-mask``) is removed after loading. A baseline's view is
+made permanent first (gates, log sigma^2, GMP masks, switches folded into the weights, as
+export does), so its model is evaluated as trained; ``score="own"`` then ranks by the
+method's own score where it has one (``sparsity.scores``).
 """
 import os
 import time
@@ -12,15 +15,29 @@ import torch
 from ..cli import UserError, check_out_dir
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
 from ..sparsity import PruneRanking, check_sparsity, parse_kinds, remove_targeted_dropout, sparsity_report
+from ..sparsity.baselines import fold_state_dict
+from ..sparsity.scores import own_scores
 from ..sparsity.selection import is_weight_matrix_key
 from .checkpoint import STOCK_ARCH, arch_of
 
-COLUMNS = SWEEP_COLUMNS + ["bleu", "chrf", "retention", "signature", "decode_seconds", "sentences",
-                           "beam", "lenpen", "max_len_a", "max_len_b", "command", "commit", "machine"]
+SCORES = ("magnitude", "own")
+COLUMNS = SWEEP_COLUMNS + ["score", "ranked_by", "bleu", "chrf", "retention", "signature", "decode_seconds", "sentences",
+                           "beam", "lenpen", "max_len_a", "max_len_b", "device", "command", "commit", "machine"]
+
+
+def fold_views(model):
+    """Fold the baselines' views into plain weights and detach every view (TD included).
+    Returns the state dict as it was before, for ``own_scores``."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    folded = fold_state_dict(state)
+    remove_targeted_dropout(model)
+    model.load_state_dict({k: folded[k] for k in model.state_dict()})
+    return state
 
 
 def load_translation_model(path: str, data_bin: str):
-    """(model, task) from a checkpoint, with TD removed; one-line errors for bad input."""
+    """(model, task, state before folding) from a checkpoint, views folded and removed;
+    one-line errors for bad input."""
     from fairseq import checkpoint_utils
 
     import td_fairseq.models  # noqa: F401  (TD archs must be registered to load TD checkpoints)
@@ -45,12 +62,12 @@ def load_translation_model(path: str, data_bin: str):
         if "size mismatch" in str(error):
             raise UserError(f"the dictionary in {data_bin} does not match checkpoint {path} (embedding sizes differ)")
         raise
-    model = remove_targeted_dropout(models[0]).eval()
-    return model, task
+    state = fold_views(models[0])
+    return models[0].eval(), task, state
 
 
 def translate(model, task, subset: str, beam: int, lenpen: float, max_len_a: float, max_len_b: int,
-              max_tokens: int, spm=None):
+              max_tokens: int, spm=None, device="cpu"):
     """(hypotheses, references) detokenized, in corpus order, and decoding seconds."""
     from fairseq import utils
     from fairseq.dataclass.configs import GenerationConfig
@@ -71,10 +88,12 @@ def translate(model, task, subset: str, beam: int, lenpen: float, max_len_a: flo
     start = time.perf_counter()
     with torch.no_grad():
         for sample in batches:
+            if torch.device(device).type == "cuda":
+                sample = utils.move_to_cuda(sample, device)
             output = task.inference_step(generator, [model], sample)
             for i, sample_id in enumerate(sample["id"].tolist()):
-                hyps[sample_id] = detok(tgt_dict.string(output[i][0]["tokens"].int(), bpe))
-                ref = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int()
+                hyps[sample_id] = detok(tgt_dict.string(output[i][0]["tokens"].int().cpu(), bpe))
+                ref = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
                 refs[sample_id] = detok(tgt_dict.string(ref, bpe, escape_unk=True))
     return hyps, refs, time.perf_counter() - start
 
@@ -113,7 +132,7 @@ def read_reference(path: str, expected: int) -> list:
     return lines
 
 
-def score(hyps, refs):
+def bleu_chrf(hyps, refs):
     from sacrebleu.metrics import BLEU, CHRF
     bleu, chrf = BLEU(), CHRF()
     b = bleu.corpus_score(hyps, [refs])
@@ -130,12 +149,34 @@ def add_retention(rows, reference_label):
 
 
 def row_key(row):
-    return (row["label"], row["checkpoint"], row["mode"], row["scope"], round(float(row["requested_sparsity"]), 6))
+    return (row["label"], row["checkpoint"], row["mode"], row["scope"], row.get("score") or "magnitude",
+            round(float(row["requested_sparsity"]), 6))
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def ranking_scores(state, originals, mode, score):
+    """(scores for PruneRanking or None, what was ranked by: the 'ranked_by' column)."""
+    if score == "magnitude":
+        return None, "magnitude"
+    own = {k: v for k, v in own_scores(state, mode).items() if k in originals}
+    names = sorted({label for label, _ in own.values()})
+    if len(own) < len(originals):
+        names.append("magnitude")
+    return {k: value for k, (_, value) in own.items()}, "+".join(names)
 
 
 def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight", scope="unit", kinds="attn,ffn",
               subset="test", beam=5, lenpen=1.0, max_len_a=1.2, max_len_b=10, max_tokens=4000, spm_model=None,
-              ref=None, reference_label=None, command=None, progress=True):
+              ref=None, reference_label=None, command=None, progress=True, score="magnitude", device="auto"):
     """Run (or resume) the sweep; rows are written after every level. Returns all rows."""
     try:
         levels = [check_sparsity(s) for s in sparsities]
@@ -144,6 +185,9 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
         raise UserError(str(error))
     if beam < 1:
         raise UserError(f"--beam must be at least 1, got {beam}")
+    if score not in SCORES:
+        raise UserError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+    device = resolve_device(device)
     labels = list(labels) if labels else [os.path.splitext(os.path.basename(c))[0] for c in checkpoints]
     if len(labels) != len(checkpoints):
         raise UserError(f"{len(checkpoints)} checkpoints but {len(labels)} labels")
@@ -168,33 +212,37 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
     # closing the bar ends its line, so an error message starts on a line of its own
     with tqdm(total=len(checkpoints) * len(levels), desc="sweep", disable=not progress, unit="level") as bar:
         for path, label in zip(checkpoints, labels):
-            base = {"label": label, "checkpoint": os.path.abspath(path), "mode": mode, "scope": scope}
+            base = {"label": label, "checkpoint": os.path.abspath(path), "mode": mode, "scope": scope,
+                    "score": score}
             pending = [s for s in levels if row_key(dict(base, requested_sparsity=s)) not in done]
             bar.update(len(levels) - len(pending))
             if not pending:
                 continue
-            model, task = load_translation_model(path, data_bin)
+            model, task, state = load_translation_model(path, data_bin)
+            model.to(device)
             sentences = load_subset(task, data_bin, subset)
             references = read_reference(ref, sentences) if ref else None
             params = dict(model.named_parameters())
-            originals = {k: p.detach().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
+            # ranked and pruned on the CPU, copied into the model wherever it runs
+            originals = {k: p.detach().cpu().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
             if not originals:
                 raise UserError(f"--targets {','.join(kinds)} selects no weight of {path} "
                                 f"(a tied output projection is the embedding: use --targets embed)")
-            ranking = PruneRanking(originals, mode, scope)
+            scores, base["ranked_by"] = ranking_scores(state, originals, mode, score)
+            ranking = PruneRanking(originals, mode, scope, scores)
             for sparsity in pending:
                 pruned = ranking.prune(originals, sparsity)
                 with torch.no_grad():
                     for name, tensor in pruned.items():
                         params[name].copy_(tensor)
                 hyps, refs, seconds = translate(model, task, subset, beam, lenpen, max_len_a, max_len_b,
-                                                max_tokens, spm)
-                bleu, chrf, signature = score(hyps, references or refs)
+                                                max_tokens, spm, device)
+                bleu, chrf, signature = bleu_chrf(hyps, references or refs)
                 measured = round(sparsity_report(pruned)["global"], 6)
                 rows.append(dict(base, requested_sparsity=sparsity, measured_sparsity=measured,
                                  bleu=round(bleu, 2), chrf=round(chrf, 2), retention="", signature=signature,
                                  decode_seconds=round(seconds, 2), sentences=len(hyps), beam=beam, lenpen=lenpen,
-                                 max_len_a=max_len_a, max_len_b=max_len_b, command=command or command_line(),
+                                 max_len_a=max_len_a, max_len_b=max_len_b, device=device, command=command or command_line(),
                                  commit=git_commit(), machine=machine()))
                 add_retention(rows, reference_label)
                 os.makedirs(out_dir, exist_ok=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from td_fairseq.sparsity import TargetedDropout, td_modules
-from td_fairseq.sparsity.baselines import (GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,
+from td_fairseq.sparsity.baselines import (GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout, Smallify,
                                            VariationalDropout)
 from td_fairseq.tools.checkpoint import BASELINE_CONFIG_KEYS, stock_checkpoint
 
@@ -17,7 +17,7 @@ from .test_transformer_td import expected_targets
 
 STOCK_TINY = ["--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256"]
 VIEWS = {"dropout": RandomDropout, "unit_dropout": RandomDropout, "l1": L1Penalty, "l0": L0Gate,
-         "variational": VariationalDropout, "gmp": GradualMagnitudePruning}
+         "variational": VariationalDropout, "gmp": GradualMagnitudePruning, "smallify": Smallify}
 
 
 def test_default_method_is_targeted_dropout():
@@ -38,14 +38,15 @@ def test_each_method_covers_the_targets_and_trains(method):
     loss.backward()
     views = [m.td for _, m in td_modules(model)]
     terms = [v.regularization_loss() for v in views]
-    if method in ("l1", "l0", "variational"):
+    if method in ("l1", "l0", "variational", "smallify"):
         assert log["reg_loss"].item() == pytest.approx(sum(terms).item() * sample_size, rel=1e-5)
     else:
         assert "reg_loss" not in log and all(t is None for t in terms)
-    if method in ("l0", "variational"):
+    if method in ("l0", "variational", "smallify"):
         extra = [p for v in views for p in v.parameters()]
         assert extra and all(p.grad is not None and (p.grad != 0).any() for p in extra)
-        gate = "log_alpha" if method == "l0" else "log_sigma2"  # parameters: the optimizer sees them
+        gate = {"l0": "log_alpha", "variational": "log_sigma2", "smallify": "switch"}[method]
+        # parameters: the optimizer sees them
         assert {f"{n}.td.{gate}" for n, _ in td_modules(model)} <= set(dict(model.named_parameters()))
 
 
@@ -67,6 +68,16 @@ def test_options_reach_the_views():
     assert (view.final, view.start, view.steps, view.interval) == (0.6, 4, 2, 5)
     model, _, _ = build(extra=["--sparsity-method", "variational", "--vd-coef", "0.5", "--td-targets", "ffn"])
     assert len(td_modules(model)) == 8 and model.encoder.layers[0].fc1.td.coef == 0.5
+    model, _, _ = build(extra=["--sparsity-method", "smallify"])
+    view = model.encoder.layers[0].fc1.td
+    assert (view.coef, view.momentum, view.threshold) == (1e-4, 0.9, 0.5)
+    model, _, _ = build(extra=["--sparsity-method", "smallify", "--smallify-coef", "0.25", "--smallify-momentum",
+                               "0.5", "--smallify-threshold", "0.8"])
+    fc1 = model.encoder.layers[0].fc1
+    assert (fc1.td.coef, fc1.td.momentum, fc1.td.threshold) == (0.25, 0.5, 0.8)
+    assert fc1.td.switch.shape == (fc1._parameters["weight"].shape[0], 1)
+    assert {f"encoder.layers.0.fc1.td.{k}" for k in ("switch", "sign_mean", "sign_var", "pruned")} <= set(
+        model.state_dict())
 
 
 def test_gmp_follows_set_num_updates_of_the_model():
@@ -84,6 +95,17 @@ def test_gmp_follows_set_num_updates_of_the_model():
                          8: 0.5, 20: 0.5}
 
 
+def test_smallify_follows_set_num_updates_of_the_model():
+    model, _, vocab = build(extra=["--sparsity-method", "smallify"])
+    model.train()
+    for step in (0, 1, 1, 2):  # update 1 read twice: its signs count once
+        model.set_num_updates(step)
+        model(**sample(vocab)["net_input"])
+    views = [m.td for _, m in td_modules(model)]
+    assert all(torch.allclose(v.sign_mean, torch.full_like(v.sign_mean, 0.19)) for v in views)
+    assert not any(v.pruned.any() for v in views)
+
+
 def randomize(model, method):
     with torch.no_grad():
         for _, module in td_modules(model):
@@ -91,13 +113,16 @@ def randomize(model, method):
                 module.td.log_alpha.normal_(1.0, 3.0)
             elif method == "variational":
                 module.td.log_sigma2.normal_(-4.0, 3.0)
+            elif method == "smallify":
+                module.td.switch.normal_(1.0, 0.5)
+                module.td.pruned.copy_(module.td.switch < 0.5)
     if method == "gmp":
         model.train()
         model.set_num_updates(1000)
         model(**sample(model.vocab)["net_input"])
 
 
-@pytest.mark.parametrize("method", ["l0", "variational", "gmp", "l1", "dropout"])
+@pytest.mark.parametrize("method", ["l0", "variational", "gmp", "smallify", "l1", "dropout"])
 def test_export_folds_views_into_a_stock_transformer(method):
     model, _, vocab = build(extra=["--sparsity-method", method, "--gmp-sparsity", "0.7"])
     model.vocab = vocab
@@ -115,7 +140,7 @@ def test_export_folds_views_into_a_stock_transformer(method):
     assert torch.allclose(model(**net_input)[0], stock(**net_input)[0], atol=1e-6)
     weights = [exported["model"][f"{n}.weight"] for n, _ in td_modules(model)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
-    assert (zeros > 0.05) == (method in ("l0", "variational", "gmp")), zeros
+    assert (zeros > 0.05) == (method in ("l0", "variational", "gmp", "smallify")), zeros
 
 
 def test_every_baseline_option_is_dropped_on_export():
@@ -127,7 +152,8 @@ def test_every_baseline_option_is_dropped_on_export():
 
 BAD = [("--sparsity-method", "magic"), ("--drop-rate", "1.5"), ("--drop-rate", "nan"), ("--l1-coef", "-1"),
        ("--l0-coef", "x"), ("--l0-form", "row"), ("--vd-coef", "inf"), ("--gmp-sparsity", "2"),
-       ("--gmp-start", "-1"), ("--gmp-steps", "0"), ("--gmp-interval", "1.5")]
+       ("--gmp-start", "-1"), ("--gmp-steps", "0"), ("--gmp-interval", "1.5"), ("--smallify-coef", "-1"),
+       ("--smallify-momentum", "1"), ("--smallify-momentum", "-0.1"), ("--smallify-threshold", "0")]
 
 
 @pytest.mark.parametrize("option, value", BAD)

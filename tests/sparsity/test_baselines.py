@@ -1,4 +1,4 @@
-"""The baseline weight views (dropout, L1, L0, variational dropout, GMP), pure torch."""
+"""The baseline weight views (dropout, L1, L0, variational dropout, GMP, Smallify), pure torch."""
 import math
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from td_fairseq.sparsity import cubic_sparsity, drop_fraction, remove_targeted_dropout, targeted_count, td_modules
-from td_fairseq.sparsity.baselines import (BaselineConfig, GradualMagnitudePruning, L0Gate, apply_baseline,
-                                           fold_state_dict, gmp_mask_step)
+from td_fairseq.sparsity.baselines import (BaselineConfig, GradualMagnitudePruning, L0Gate, Smallify,
+                                           apply_baseline, fold_state_dict, gmp_mask_step)
 
 W = torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, -3.0]])
 
@@ -167,7 +167,101 @@ def test_gmp_gradient_zero_on_mask_and_mask_survives_reload_and_eval():
     assert torch.equal(fresh.eval().weight == 0, mask)
 
 
-@pytest.mark.parametrize("method", ["l0", "variational", "gmp"])
+def smallify_layer(switch, threshold=0.5):
+    """A layer with one row per switch value (row i: i + 1 everywhere), Smallify attached."""
+    weight = torch.arange(1.0, len(switch) + 1).unsqueeze(1).repeat(1, 3)
+    layer, view = layer_with(weight=weight, method="smallify", smallify_coef=0.1, smallify_threshold=threshold)
+    with torch.no_grad():
+        view.switch.copy_(torch.tensor(switch).unsqueeze(1))
+    return layer.train(), view
+
+
+def test_smallify_switch_and_buffers_start_open_and_are_saved():
+    layer, view = layer_with(method="smallify", smallify_coef=0.1)
+    assert view.switch.shape == (2, 1) and torch.equal(view.switch, torch.ones(2, 1))
+    assert any(p is view.switch for p in layer.parameters())
+    assert torch.equal(view.sign_mean, torch.zeros(2, 1)) and view.sign_mean.dtype == torch.float32
+    assert torch.equal(view.sign_var, torch.zeros(2, 1)) and view.sign_var.dtype == torch.float32
+    assert view.pruned.dtype == torch.bool and not view.pruned.any()
+    assert list(layer.state_dict()) == ["weight", "bias", "td.switch", "td.sign_mean", "td.sign_var", "td.pruned"]
+    assert (view.coef, view.momentum, view.threshold) == (0.1, 0.9, 0.5) and view.rates == (0.0, 1.0)
+    assert torch.equal(layer.train().weight, W) and torch.equal(layer.eval().weight, W)
+
+
+def test_smallify_term_is_l1_of_the_live_switches():
+    layer, view = smallify_layer([0.5, -2.0, 3.0])
+    view.pruned[2] = True
+    assert view.regularization_loss().item() == pytest.approx(0.1 * (0.5 + 2.0))
+    view.regularization_loss().backward()
+    assert torch.allclose(view.switch.grad, torch.tensor([[0.1], [-0.1], [0.0]]))
+
+
+def test_smallify_sign_statistics_and_pruning_against_hand_values():
+    layer, view = smallify_layer([0.5, 2.0, 0.0], threshold=0.15)
+    view.set_num_updates(1)
+    layer.weight
+    # signs +1, +1, 0; mean = 0.1 s, var = 0.1 (s - mean)^2
+    assert torch.allclose(view.sign_mean.view(-1), torch.tensor([0.1, 0.1, 0.0]))
+    assert torch.allclose(view.sign_var.view(-1), torch.tensor([0.081, 0.081, 0.0]))
+    assert not view.pruned.any()
+    with torch.no_grad():
+        view.switch[0] = -0.5  # the first unit's sign flips, the second stays steady
+    view.set_num_updates(2)
+    seen = layer.weight
+    # flip: mean = .09 - .1, var = .0729 + .1 * (-1 + .01)^2; steady: .19, .0729 + .1 * .81^2
+    assert torch.allclose(view.sign_mean.view(-1), torch.tensor([-0.01, 0.19, 0.0]))
+    assert torch.allclose(view.sign_var.view(-1), torch.tensor([0.17091, 0.13851, 0.0]))
+    assert view.pruned.view(-1).tolist() == [True, False, False]
+    assert torch.equal(seen, torch.tensor([[0.0] * 3, [4.0] * 3, [0.0] * 3]))
+    assert view.rates == (pytest.approx(1 / 3), 1.0) and drop_fraction(layer).item() == pytest.approx(1 / 3)
+
+
+def test_smallify_oscillating_sign_is_pruned_for_good_at_the_default_threshold():
+    layer, view = smallify_layer([1.0, 1.0])
+    for step in range(1, 60):
+        with torch.no_grad():
+            view.switch[0] = (-1.0) ** step
+        view.set_num_updates(step)
+        layer.weight
+    assert view.pruned.view(-1).tolist() == [True, False]
+    assert view.sign_var[1].item() < 0.25  # a steady sign stays far below 0.5
+    with torch.no_grad():
+        view.switch[0] = 1.0
+    assert view.pruned[0] and (layer.weight[0] == 0).all()
+
+
+def test_smallify_statistics_move_once_per_update_and_never_in_eval_or_at_update_zero():
+    layer, view = smallify_layer([0.5, -2.0])
+    for _ in range(3):
+        layer.weight  # update 0: nothing yet
+    assert not view.sign_mean.any()
+    view.set_num_updates(1)
+    for _ in range(3):
+        layer(torch.randn(2, 3))  # several reads per update (gradient accumulation)
+    assert torch.allclose(view.sign_mean.view(-1), torch.tensor([0.1, -0.1]))
+    state = {k: v.clone() for k, v in view.state_dict().items()}
+    view.set_num_updates(2)
+    layer.eval().weight
+    assert all(torch.equal(v, state[k]) for k, v in view.state_dict().items())
+    layer.train().weight
+    assert torch.allclose(view.sign_mean.view(-1), torch.tensor([0.19, -0.19]))
+
+
+def test_smallify_eval_is_weight_times_switch_and_pruned_rows_are_zero_without_gradient():
+    layer, view = smallify_layer([2.0, -0.5, 0.25])
+    view.pruned[1] = True
+    expected = torch.tensor([[2.0] * 3, [0.0] * 3, [0.75] * 3])
+    for mode in (layer.eval, layer.train):
+        mode()
+        layer.zero_grad()
+        assert torch.equal(layer.weight, expected)
+        layer(torch.randn(4, 3)).sum().backward()
+        grad = layer._parameters["weight"].grad
+        assert (grad[1] == 0).all() and (grad[0] != 0).all()
+        assert view.switch.grad[1] == 0 and view.switch.grad[0] != 0
+
+
+@pytest.mark.parametrize("method", ["l0", "variational", "gmp", "smallify"])
 def test_fold_state_dict_matches_eval_output(method):
     torch.manual_seed(3)
     layer, view = layer_with(weight=torch.randn(12, 9), method=method, gmp_sparsity=0.5, gmp_steps=1,
@@ -177,6 +271,9 @@ def test_fold_state_dict_matches_eval_output(method):
             view.log_alpha.normal_(0.0, 3.0)
         elif method == "variational":
             view.log_sigma2.normal_(0.0, 3.0)
+        elif method == "smallify":
+            view.switch.normal_(0.0, 1.0)
+            view.pruned[::3] = True
     view.set_num_updates(5)
     layer.train()(torch.randn(1, 9))
     state = layer.state_dict()
@@ -210,9 +307,18 @@ def test_bad_config_is_rejected(bad):
         BaselineConfig(**bad)
 
 
+@pytest.mark.parametrize("name, value", [("smallify_coef", -1.0), ("smallify_coef", float("nan")),
+                                         ("smallify_momentum", 1.0), ("smallify_momentum", -0.1),
+                                         ("smallify_threshold", 0.0), ("smallify_threshold", float("nan"))])
+def test_bad_smallify_config_is_rejected_naming_the_field(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        BaselineConfig(method="smallify", **{name: value})
+
+
 def test_l0_gate_is_a_weight_view_module():
     assert isinstance(layer_with(method="l0")[1], L0Gate)
     assert isinstance(layer_with(method="gmp")[1], GradualMagnitudePruning)
+    assert isinstance(layer_with(method="smallify")[1], Smallify)
 
 
 @pytest.mark.parametrize("method", ["l1", "l0", "variational"])
