@@ -5,8 +5,11 @@
         [--score magnitude|own] [--subset test] [--beam 5] [--lenpen 1.0] [--spm SPM_MODEL]
         [--ref RAW_REF] [--reference-label NAME] [--device auto|cpu|cuda] --out DIR
 
+    bleu_vs_sparsity.py --compact --data-bin DIR --checkpoint A.pt --sparsity 0.25 0.5 0.75 --out DIR
+
 Writes DIR/results.csv, DIR/results.json and DIR/bleu_vs_sparsity.png; a rerun skips the rows
-already present.
+already present. --compact instead removes FFN units as compact_checkpoint.py does and reports
+BLEU and decoding time of the compact model beside the masked one (DIR/speedup_vs_sparsity.png).
 """
 import sys
 
@@ -36,6 +39,8 @@ def parse(argv):
     p.add_argument("--spm", help="sentencepiece model to detokenize with")
     p.add_argument("--ref", help="raw reference file, one line per test sentence")
     p.add_argument("--reference-label", help="label whose 0 %% BLEU is the denominator of 'retention'")
+    p.add_argument("--compact", action="store_true",
+                   help="FFN unit pruning, compact model beside masked: BLEU, identical output, speed-up")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
@@ -46,12 +51,32 @@ def main(argv=None):
     from td_fairseq.tools.sweep import format_table, run_sweep
     args = parse(argv)
     cli.quiet_fairseq_logging()
+    if args.compact:
+        return compact(args, argv)
     rows = run_sweep(args.data_bin, args.checkpoint, args.label, args.sparsity, args.out, args.mode, args.scope,
                      args.targets, args.subset, args.beam, args.lenpen, args.max_len_a, args.max_len_b,
                      args.max_tokens, args.spm, args.ref, args.reference_label,
                      command=cli.command_line(argv, __file__),
                      progress=not args.no_progress, score=args.score, device=args.device)
     print(format_table(rows))
+
+
+def compact(args, argv):
+    from td_fairseq.tools.compact_sweep import format_compact_table, run_compact_sweep
+    if args.mode != "weight" or args.scope != "unit" or args.targets != "attn,ffn" or args.score != "magnitude":
+        raise cli.UserError("--compact ranks FFN units by fc1 row norm: --mode, --scope, --targets and --score "
+                            "do not apply")
+    rows = run_compact_sweep(args.data_bin, args.checkpoint, args.label, args.sparsity, args.out, args.subset,
+                             args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.max_tokens, _spm(args),
+                             args.ref, cli.command_line(argv, __file__), args.device)
+    print(format_compact_table(rows))
+
+
+def _spm(args):
+    if args.spm is None:
+        return None
+    from td_fairseq.tools.sweep import load_spm
+    return load_spm(args.spm)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,16 @@ def bleu_chrf(hyps, refs):
     return b.score, c.score, str(bleu.get_signature())
 
 
+def load_spm(path: str):
+    import sentencepiece
+    if not os.path.isfile(path):
+        raise UserError(f"sentencepiece model not found: {path}")
+    try:
+        return sentencepiece.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as error:
+        raise UserError(f"cannot read sentencepiece model {path}: {str(error).splitlines()[0][:200]}")
+
+
 def add_retention(rows, reference_label):
     if reference_label is None:
         return
@@ -193,15 +203,7 @@ def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight",
         raise UserError(f"{len(checkpoints)} checkpoints but {len(labels)} labels")
     if reference_label is not None and reference_label not in labels:
         raise UserError(f"--reference-label {reference_label!r} is not one of the labels {labels}")
-    spm = None
-    if spm_model is not None:
-        import sentencepiece
-        if not os.path.isfile(spm_model):
-            raise UserError(f"sentencepiece model not found: {spm_model}")
-        try:
-            spm = sentencepiece.SentencePieceProcessor(model_file=spm_model)
-        except (RuntimeError, OSError) as error:
-            raise UserError(f"cannot read sentencepiece model {spm_model}: {str(error).splitlines()[0][:200]}")
+    spm = load_spm(spm_model) if spm_model is not None else None
     created = not os.path.isdir(out_dir)
     out_dir = check_out_dir(out_dir, *checkpoints)
     if created:  # it can be made; make it at the first row, so that bad input found later leaves nothing

@@ -5,10 +5,11 @@ import os
 import shutil
 
 import pytest
+import torch
 
 from td_fairseq import cli
 
-from ..conftest import REPO, run_cli
+from ..conftest import REPO, TRAIN_ARGS, run_cli
 
 _spec = importlib.util.spec_from_file_location("bleu_vs_sparsity", os.path.join(REPO, "scripts", "bleu_vs_sparsity.py"))
 sweep_script = importlib.util.module_from_spec(_spec)
@@ -62,6 +63,54 @@ def test_sweep_matches_plain_fairseq_generate_of_the_pruned_checkpoint(trained_c
     ids = sorted(hyps)
     bleu = sacrebleu.corpus_bleu([hyps[i] for i in ids], [[refs[i] for i in ids]]).score
     assert row["bleu"] == pytest.approx(bleu, abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def l0_checkpoint(data_bin, tmp_path_factory):
+    """A tiny L0-gated model trained a few updates, then given spread-out gates."""
+    save_dir = tmp_path_factory.mktemp("l0")
+    run_cli("fairseq-train", data_bin, *TRAIN_ARGS, "--sparsity-method", "l0", "--max-update", "4",
+            "--save-dir", save_dir)
+    path = save_dir / "checkpoint_last.pt"
+    state = torch.load(path, weights_only=False)
+    g = torch.Generator().manual_seed(0)
+    for key, value in state["model"].items():
+        if key.endswith(".td.log_alpha"):
+            state["model"][key] = torch.randn(value.shape, generator=g) * 3
+    torch.save(state, path)
+    return path
+
+
+def test_baseline_models_are_evaluated_with_their_views_folded(l0_checkpoint, data_bin):
+    from td_fairseq.sparsity import td_modules
+    from td_fairseq.sparsity.weight_views import l0_eval_gate
+    from td_fairseq.tools.sweep import load_translation_model
+    model, _, state = load_translation_model(str(l0_checkpoint), str(data_bin))
+    assert td_modules(model) == []
+    gated = [k for k in state if k.endswith(".td.log_alpha")]
+    assert gated
+    for key in gated:
+        owner = key[: -len("td.log_alpha")]
+        expected = state[owner + "weight"] * l0_eval_gate(state[key])
+        assert torch.equal(model.state_dict()[owner + "weight"], expected)
+
+
+def test_score_own_ranks_by_the_gates_and_is_recorded(l0_checkpoint, data_bin, tmp_path):
+    from td_fairseq.tools.sweep import ranking_scores
+    state = torch.load(l0_checkpoint, weights_only=False)["model"]
+    weights = {k: v for k, v in state.items() if k.endswith(("fc1.weight", "q_proj.weight"))}
+    scores, ranked_by = ranking_scores(state, weights, "weight", "own")
+    assert ranked_by == "l0_log_alpha" and set(scores) == set(weights)
+    assert all(torch.equal(scores[k], state[k[: -len("weight")] + "td.log_alpha"]) for k in weights)
+    assert ranking_scores(state, weights, "weight", "magnitude") == (None, "magnitude")
+    assert ranking_scores(state, weights, "unit", "own")[1] == "magnitude"  # weight gates rank no units
+
+    out = tmp_path / "s"
+    for score in ("own", "magnitude"):  # both kept in one directory: the score is part of a row's key
+        assert sweep(data_bin, l0_checkpoint, out, [0.5], "--score", score) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["score"], r["ranked_by"]) for r in rows] == [("own", "l0_log_alpha"), ("magnitude", "magnitude")]
+    assert all(r["measured_sparsity"] >= 0.5 for r in rows)
 
 
 @pytest.fixture(scope="module")
