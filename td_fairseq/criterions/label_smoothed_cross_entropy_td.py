@@ -39,7 +39,8 @@ class LabelSmoothedCrossEntropyTDCriterion(LabelSmoothedCrossEntropyCriterion):
             logging_output.update(td_count=1, td_gamma=gamma, td_alpha=alpha)
             if model.training:
                 fraction = drop_fraction(model, modules)
-                logging_output["td_drop"] = 0.0 if fraction is None else fraction.item()
+                # a tensor: fairseq reduces logging outputs after the step, so no host sync here
+                logging_output["td_drop"] = 0.0 if fraction is None else fraction.detach()
         return loss, sample_size, logging_output
 
     @classmethod

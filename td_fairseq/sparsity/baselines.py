@@ -7,7 +7,7 @@ included) sees ``view(raw_weight)``. Views that add a term to the objective expo
 it under ``<module>.td.<name>``; ``fold_state_dict`` turns those into plain weights.
 
 - ``dropout`` / ``unit_dropout``: every weight / unit dropped with probability ``rate``,
-  fresh on each training read, no rescaling (the untargeted baseline).
+  fresh on each training read, survivors scaled by 1 / (1 - rate) (standard dropout).
 - ``l1``: identity view, penalty ``coef * sum |w|``.
 - ``l0``: hard-concrete gates (Louizos et al. 2018), one per weight or per unit.
 - ``variational``: sparse variational dropout (Molchanov et al. 2017), additive noise.

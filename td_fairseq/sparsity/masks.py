@@ -64,13 +64,18 @@ def bottom_k_rows_warm(score: torch.Tensor, k: int, threshold: torch.Tensor = No
     has exactly k entries below it; then ``score < threshold`` *is* the bottom-k set (each
     entry below it is smaller than every entry above). Rows off by at most ``width`` are
     nudged into place; only rows off by more go through kthvalue again. The result is
-    exact either way. The count check needs a host sync, so accelerators always take the
-    plain path.
+    exact either way. The count check needs a host sync, so accelerators take one topk
+    instead (exact, ties broken by topk's order) and no threshold.
     """
     rows, n = score.shape
     if k <= 0 or k >= n:
         return torch.full_like(score, k > 0, dtype=torch.bool), None
-    if threshold is None or threshold.shape != (rows, 1) or score.device.type != "cpu":
+    if score.device.type != "cpu":
+        # one topk, no host sync: the launch queue keeps running (kthvalue's count check
+        # and the warm start each need the host to read a result)
+        index = score.topk(k, dim=1, largest=False).indices
+        return torch.zeros(score.shape, dtype=torch.bool, device=score.device).scatter_(1, index, True), None
+    if threshold is None or threshold.shape != (rows, 1):
         return _split_rows(score, k)
     mask = score < threshold
     # bool sums are slow on CPU; a uint8 view with an int32 accumulator is not

@@ -96,13 +96,13 @@ def test_variational_eval_removes_log_alpha_above_three_and_training_adds_noise(
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.495])
-def test_weight_dropout_rate_no_rescaling_and_eval_identity(rate):
+def test_weight_dropout_rate_rescaled_survivors_and_eval_identity(rate):
     weight = torch.randn(200, 100)
     layer, view = layer_with(weight=weight, method="dropout", drop_rate=rate)
     seen = layer.train().weight
     dropped = seen == 0
     assert dropped.float().mean().item() == pytest.approx(rate, abs=0.015)
-    assert torch.equal(seen[~dropped], weight[~dropped])  # no rescaling
+    assert torch.allclose(seen[~dropped], weight[~dropped] / (1 - rate))  # standard dropout scaling
     assert drop_fraction(layer).item() == pytest.approx(dropped.float().mean().item())
     assert view.rates == (1.0, rate)
     assert torch.equal(layer.eval().weight, weight)
@@ -115,7 +115,7 @@ def test_unit_dropout_drops_whole_rows():
     rows = (seen == 0).all(dim=1)
     assert ((seen == 0).any(dim=1) == rows).all()
     assert rows.float().mean().item() == pytest.approx(0.3, abs=0.03)
-    assert torch.equal(seen[~rows], weight[~rows])
+    assert torch.allclose(seen[~rows], weight[~rows] / 0.7)
     assert torch.equal(layer.eval().weight, weight)
 
 
