@@ -91,7 +91,9 @@ def main(argv=None):
     plot_curves([r for r in weight if r["label"] in FIVE and r["score"] == "magnitude"], "bleu",
                 os.path.join(args.docs, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
                 "Multi30k test_2016_flickr, one-shot weight pruning")
-    plot_curves([dict(r, label=name(r)) for r in weight], "bleu", os.path.join(args.docs, "methods.png"),
+    order = {n: i for i, n in enumerate(METHODS)}
+    weight_named = sorted((dict(r, label=name(r)) for r in weight), key=lambda r: order.get(r["label"], 99))
+    plot_curves(weight_named, "bleu", os.path.join(args.docs, "methods.png"),
                 "BLEU (sacreBLEU)", "Multi30k, every method, weight pruning")
     if unit:
         plot_curves([dict(r, label=name(r)) for r in unit], "bleu", os.path.join(args.docs, "unit_pruning.png"),

@@ -120,16 +120,23 @@ def plot_curves(rows: list, metric: str, path: str, ylabel: str, title: str = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for label in dict.fromkeys(r["label"] for r in rows):
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    many = len(labels) > 8  # past the default cycle colours repeat: 20 colours, mixed markers, legend aside
+    fig, ax = plt.subplots(figsize=(8.4, 4.6) if many else (6.4, 4.2))
+    colors = plt.get_cmap("tab20").colors if many else [None] * len(labels)
+    for i, label in enumerate(labels):
         points = sorted((float(r["measured_sparsity"]) * 100, float(r[metric])) for r in rows if r["label"] == label)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="osd^v<>"[i % 7] if many else "o",
+                color=colors[i % len(colors)], label=label)
     ax.set_xlabel("pruned weights (%)")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if many:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    else:
+        ax.legend()
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
