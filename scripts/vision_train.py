@@ -4,18 +4,22 @@
     python scripts/vision_train.py --dataset digits --td-type weight --td-gamma 0.75 \
         --td-alpha 0.5 --epochs 40 --out out/vision/td.pt
 
-Options mirror the Transformer's TD options. Bad input: one line on stderr, exit 1.
+Options mirror the Transformer's TD and baseline options (--sparsity-method other than td
+puts that baseline on the TD targets instead). Bad input: one line on stderr, exit 1.
 """
 import json
 import os
 import sys
+from dataclasses import replace
 
 from td_fairseq.results import command_line, git_commit
 from td_fairseq.sparsity import TD_TYPES, TDConfig
-from td_fairseq.vision import DATASETS, TrainConfig, load_dataset, save_checkpoint, train_resnet
+from td_fairseq.sparsity.baselines import L0_FORMS, METHODS, BaselineConfig
+from td_fairseq.vision import BASELINE_DEFAULTS, DATASETS, TrainConfig, load_dataset, save_checkpoint, train_resnet
 from td_fairseq import cli
 
 PROG = "vision_train"
+BASELINE_OPTIONS = [name for name, _ in BASELINE_DEFAULTS if name != "sparsity_method"]
 
 
 def parse_args(argv):
@@ -32,6 +36,24 @@ def parse_args(argv):
                    help="R: ramp gamma and alpha over R and 2R updates (0: constant)")
     p.add_argument("--td-eval-mask", action="store_true",
                    help="evaluate with the whole targeted set removed (the official code's evaluation)")
+    p.add_argument("--sparsity-method", choices=("td",) + METHODS,
+                   help="td, or a baseline on the TD targets (the --td-* options then only set --drop-rate)")
+    p.add_argument("--drop-rate", type=float, metavar="P",
+                   help="dropout/unit_dropout rate (default: td-gamma * td-alpha, the matching rate)")
+    p.add_argument("--l1-coef", type=float, metavar="C", help="l1: coef * sum |w|")
+    p.add_argument("--l0-coef", type=float, metavar="C", help="l0: coef * expected open gates")
+    p.add_argument("--l0-form", choices=L0_FORMS, help="l0: one gate per weight or per unit (row)")
+    p.add_argument("--vd-coef", type=float, metavar="C", help="variational: coef * KL")
+    p.add_argument("--gmp-sparsity", type=float, metavar="S", help="gmp: final sparsity")
+    p.add_argument("--gmp-start", type=int, metavar="T0", help="gmp: first mask update")
+    p.add_argument("--gmp-steps", type=int, metavar="N", help="gmp: number of mask updates")
+    p.add_argument("--gmp-interval", type=int, metavar="DT", help="gmp: updates between masks")
+    p.add_argument("--smallify-coef", type=float, metavar="C", help="smallify: coef * sum |switch|")
+    p.add_argument("--smallify-momentum", type=float, metavar="M",
+                   help="smallify: momentum of the switch-sign mean and variance")
+    p.add_argument("--smallify-threshold", type=float, metavar="T",
+                   help="smallify: remove a unit once its switch-sign variance exceeds T")
+    p.set_defaults(**dict(BASELINE_DEFAULTS))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=128)
@@ -45,6 +67,10 @@ def parse_args(argv):
     with cli.user_errors():
         args.td = TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha,
                            ramp_updates=args.td_ramp_updates, eval_mask=args.td_eval_mask)
+        rate = args.td_gamma * args.td_alpha if args.drop_rate is None else args.drop_rate
+        # checked even under td, as the Transformer's option types check them
+        checked = BaselineConfig(METHODS[0], rate, **{name: getattr(args, name) for name in BASELINE_OPTIONS})
+        args.baseline = None if args.sparsity_method == "td" else replace(checked, method=args.sparsity_method)
         args.train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  momentum=args.momentum, weight_decay=args.weight_decay,
                                  label_smoothing=args.label_smoothing, seed=args.seed)
@@ -67,7 +93,7 @@ def body(argv):
     cli.check_out_dir(os.path.dirname(os.path.abspath(args.out)))  # before training, not after
     checkpoint = train_resnet(data, args.td, args.train, args.blocks, args.widths,
                               log=None if args.quiet else log_epoch,
-                              command=command_line(argv, __file__), commit=git_commit())
+                              command=command_line(argv, __file__), commit=git_commit(), baseline=args.baseline)
     save_checkpoint(args.out, checkpoint)
     summary = dict(checkpoint["metrics"], td_modules=len(checkpoint["metrics"]["td_modules"]))
     print(json.dumps({"checkpoint": args.out, **summary}))

@@ -12,12 +12,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig)
 
 from ..sparsity import drop_fraction, td_modules
-
-
-def regularization_loss(model):
-    terms = [m.regularization_loss() for m in model.modules() if hasattr(m, "regularization_loss")]
-    terms = [t for t in terms if t is not None]
-    return sum(terms) if terms else None
+from ..sparsity.baselines import regularization_loss
 
 
 @dataclass

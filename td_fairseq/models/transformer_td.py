@@ -20,6 +20,7 @@ from fairseq.models.transformer.transformer_legacy import (
 
 from ..sparsity import TD_TYPES, TDConfig, apply_targeted_dropout, parse_kinds, transformer_selector
 from ..sparsity.baselines import L0_FORMS, METHODS as BASELINE_METHODS, BaselineConfig, apply_baseline
+from ..sparsity.baselines import OPTION_DEFAULTS as BASELINE_DEFAULTS
 
 SPARSITY_METHODS = ("td",) + BASELINE_METHODS
 
@@ -89,10 +90,6 @@ def add_baseline_args(parser):
                        help="smallify: remove a unit once its switch-sign variance exceeds T")
 
 
-BASELINE_DEFAULTS = (("sparsity_method", "td"), ("l1_coef", 1e-5), ("l0_coef", 1e-6), ("l0_form", "weight"),
-                     ("vd_coef", 1e-6), ("gmp_sparsity", 0.9), ("gmp_start", 0), ("gmp_steps", 100),
-                     ("gmp_interval", 100), ("smallify_coef", 1e-4), ("smallify_momentum", 0.9),
-                     ("smallify_threshold", 0.5))
 
 
 def baseline_config_from_args(args) -> BaselineConfig:

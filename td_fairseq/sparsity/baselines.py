@@ -65,6 +65,23 @@ class BaselineConfig:
             raise ValueError(f"smallify_threshold must be > 0, got {self.smallify_threshold!r}")
 
 
+# Option defaults shared by every adapter (fairseq options, the vision script). The
+# coefficients make each penalty of the order of a per-token loss; BaselineConfig's own
+# defaults (0) mean "no penalty".
+OPTION_DEFAULTS = (("sparsity_method", "td"), ("l1_coef", 1e-5), ("l0_coef", 1e-6), ("l0_form", "weight"),
+                   ("vd_coef", 1e-6), ("gmp_sparsity", 0.9), ("gmp_start", 0), ("gmp_steps", 100),
+                   ("gmp_interval", 100), ("smallify_coef", 1e-4), ("smallify_momentum", 0.9),
+                   ("smallify_threshold", 0.5))
+
+
+def regularization_loss(model: nn.Module):
+    """Sum of every submodule's ``regularization_loss()`` (None terms skipped), or None.
+    Callers add it to the mean loss of a batch."""
+    terms = [m.regularization_loss() for m in model.modules() if hasattr(m, "regularization_loss")]
+    terms = [t for t in terms if t is not None]
+    return sum(terms) if terms else None
+
+
 def make_view(config: BaselineConfig, weight: torch.Tensor) -> WeightView:
     c = config
     builders = {

@@ -2,7 +2,9 @@
 
 Pruning reads the raw weights (never the TD view), zeroes a copy with ``PruneRanking``
 and evaluates the model with those weights and no TD mask; the original weights are
-put back afterwards. So the 0 % row is the full-weight model.
+put back afterwards. So the 0 % row is the full-weight model. A baseline's checkpoint is
+loaded with its views folded into the weights (``load_checkpoint``), so for it the raw
+weights are the folded ones and the 0 % row is its eval-mode model.
 
 Batch norm keeps running statistics gathered while TD was dropping weights, which do
 not match the full or the pruned network (no rescaling makes the activations' scale
@@ -119,7 +121,10 @@ def sweep_checkpoints(paths, labels, levels, mode: str = "weight", scope: str = 
         calibration_x = data.train_x[:calibration_images] if calibration_images > 0 else None
         for row in accuracy_vs_sparsity(model, data.test_x, data.test_y, td_selector, levels, mode, scope,
                                         calibration_x):
+            baseline = checkpoint.get("baseline")
             rows.append({"label": label, "checkpoint": path, **row, "dataset": name, "td": checkpoint["td"],
-                         "evaluation": "pruned raw weights, no TD mask (0 % = full weights)",
+                         "baseline": baseline,
+                         "evaluation": "pruned raw weights, no TD mask (0 % = full weights)" if baseline is None
+                         else "pruned folded weights, views removed (0 % = the baseline's eval-mode model)",
                          "bn_recalibration_images": 0 if calibration_x is None else len(calibration_x)})
     return rows

@@ -2,8 +2,10 @@
 learning-rate schedule, label smoothing and weight decay.
 
 TD needs nothing from the loop except the update count: every module with a
-``set_num_updates`` method (the TD controllers) is told the number of finished updates
-before each step, as fairseq does, so ramping schedules follow the step.
+``set_num_updates`` method (the TD controllers, the baselines' views) is told the number
+of finished updates before each step, as fairseq does, so ramping schedules, GMP's masks
+and Smallify's statistics follow the step. The baselines' penalties are added to the mean
+cross entropy as the Transformer's criterion adds them: every ``regularization_loss()``.
 """
 import math
 import time
@@ -14,6 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..sparsity import TDConfig, apply_targeted_dropout
+from ..sparsity.baselines import OPTION_DEFAULTS as BASELINE_DEFAULTS  # noqa: F401  (re-exported)
+from ..sparsity.baselines import BaselineConfig, apply_baseline, regularization_loss
 from .checkpoint import make_checkpoint
 from .data import Dataset
 from .evaluate import accuracy
@@ -80,9 +84,14 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list:
-    """Weight decay on weight tensors only, not on biases or batch-norm scales."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
+    """Weight decay on weight tensors only, not on biases or batch-norm scales, nor on the
+    views' parameters (L0 log alphas, variational log sigma^2, Smallify switches): decay
+    would pull them towards 0, a prior none of those methods has."""
+    def decayed(name, p):
+        return p.dim() >= 2 and "td" not in name.split(".")[:-1]
+    named = list(model.named_parameters())
+    decay = [p for name, p in named if decayed(name, p)]
+    rest = [p for name, p in named if not decayed(name, p)]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
@@ -102,7 +111,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, log=None) -> lis
     step, history = 0, []
     for epoch in range(1, config.epochs + 1):
         model.train()
-        start, loss_sum = time.time(), 0.0
+        start, loss_sum, reg_sum = time.time(), 0.0, 0.0
         order = torch.randperm(n, generator=generator)
         for first in range(0, n, config.batch_size):
             index = order[first:first + config.batch_size]
@@ -114,13 +123,17 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, log=None) -> lis
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+            extra = regularization_loss(model)
+            if extra is not None:
+                loss = loss + extra
+                reg_sum += float(extra.detach()) * len(y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach()) * len(y)
             step += 1
         set_num_updates(model, step)  # evaluation sees the rates after the last update
-        entry = {"epoch": epoch, "updates": step, "lr": lr, "train_loss": loss_sum / n,
+        entry = {"epoch": epoch, "updates": step, "lr": lr, "train_loss": loss_sum / n, "reg_loss": reg_sum / n,
                  "test_accuracy": accuracy(model, data.test_x, data.test_y), "seconds": time.time() - start}
         history.append(entry)
         if log is not None:
@@ -129,15 +142,28 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, log=None) -> lis
 
 
 def train_resnet(data: Dataset, td: TDConfig, config: TrainConfig, blocks: int = 5, widths=(16, 32, 64),
-                 log=None, command: str = "", commit: str = "") -> dict:
+                 log=None, command: str = "", commit: str = "", baseline: BaselineConfig = None) -> dict:
     """Build a ResNet for ``data``, attach TD to its targets, train it, and return a
     checkpoint dict. Final test accuracy is reported with full weights and, for TD
-    models, also with the whole targeted set removed (the official evaluation)."""
+    models, also with the whole targeted set removed (the official evaluation).
+
+    With ``baseline``, its views go on the TD targets instead of TD, and the test accuracy
+    is the views' eval mode (equal to the folded model's). The checkpoint then records
+    ``td`` with td_type none: no TD was attached (gamma and alpha are kept, as the script's
+    default drop rate derives from them)."""
     torch.manual_seed(config.seed)
     model = ResNet(blocks, widths, data.in_channels, data.num_classes)
+    if baseline is not None:
+        td = replace(td, td_type="none")
+        views = apply_baseline(model, baseline, td_selector)
+        history = train(model, data, config, log)
+        metrics = {"sparsity_method": baseline.method, "td_modules": sorted(views),
+                   "test_accuracy": accuracy(model, data.test_x, data.test_y), "test_accuracy_eval_mask": None}
+        metrics["test_accuracy_as_configured"] = metrics["test_accuracy"]
+        return make_checkpoint(model, td, config.to_dict(), data.name, history, metrics, command, commit, baseline)
     controllers = apply_targeted_dropout(model, td, td_selector) if td.td_type != "none" else {}
     history = train(model, data, config, log)
-    metrics = {"test_accuracy_eval_mask": None, "td_modules": sorted(controllers)}
+    metrics = {"sparsity_method": "td", "test_accuracy_eval_mask": None, "td_modules": sorted(controllers)}
     for eval_mask in ([False, True] if controllers else [False]):
         for controller in controllers.values():
             controller.config = replace(td, eval_mask=eval_mask)
