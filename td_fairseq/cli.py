@@ -37,8 +37,12 @@ def quiet_fairseq_logging() -> None:
     chatter (matplotlib font searches among it); our scripts keep warnings and errors only."""
     import logging
 
+    import warnings
+
     import fairseq  # noqa: F401  (its import is what changes the root logger)
     logging.getLogger().setLevel(logging.WARNING)
+    # fairseq's iterators always ask for pinned memory; torch warns once per batch iterator on CPU
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true.*")
 
 
 def run(main, argv=None, prog=None) -> int:
