@@ -31,15 +31,6 @@ PARALLEL=${PARALLEL:-1}
 RAMPS=${RAMPS:-$((UPDATES / 5))}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$([ "$PARALLEL" -gt 1 ] && echo 1 || nproc)}
 
-if [ ! -f "$OUT/data/bin/dict.en.txt" ]; then
-  [ -f "$DATA/train.en" ] || { echo "multi30k.sh: error: no Multi30k at $DATA" >&2; exit 1; }
-  mkdir -p "$OUT/raw"
-  for pair in train:train valid:val test:test_2016_flickr; do
-    for lang in en de; do ln -sf "$(realpath "$DATA/${pair#*:}.$lang")" "$OUT/raw/${pair%%:*}.$lang"; done
-  done
-  "$PY" scripts/prepare_data.py --raw-dir "$OUT/raw" --dest "$OUT/data" --vocab-size "${VOCAB:-8000}"
-fi
-
 COMMON=(--user-dir td_fairseq --task translation --arch transformer_td --share-all-embeddings
   --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256
   --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4
@@ -67,6 +58,18 @@ declare -A RECIPE=(
 ALL="no_td td ramping_td_90 ramping_td_95 unit_td random_td dropout unit_dropout l1 l0 variational smallify gmp"
 read -r -a LABELS <<< "${LABELS:-$ALL}"
 read -r -a RAMP_LIST <<< "$RAMPS"
+for label in "${LABELS[@]}"; do
+  [ -n "${RECIPE[$label]:-}" ] || { echo "multi30k.sh: error: unknown label $label" >&2; exit 1; }
+done
+
+if [ ! -f "$OUT/data/bin/dict.en.txt" ]; then
+  [ -f "$DATA/train.en" ] || { echo "multi30k.sh: error: no Multi30k at $DATA" >&2; exit 1; }
+  mkdir -p "$OUT/raw"
+  for pair in train:train valid:val test:test_2016_flickr; do
+    for lang in en de; do ln -sf "$(realpath "$DATA/${pair#*:}.$lang")" "$OUT/raw/${pair%%:*}.$lang"; done
+  done
+  "$PY" scripts/prepare_data.py --raw-dir "$OUT/raw" --dest "$OUT/data" --vocab-size "${VOCAB:-8000}"
+fi
 
 train() {  # train LABEL RUN_NAME EXTRA...
   local label=$1 run=$2 dir="$OUT/checkpoints/$2"; shift 2
@@ -128,9 +131,6 @@ pipeline() {  # train one label (all ramp candidates for ramping TD), then its s
 }
 
 mkdir -p "$OUT/checkpoints" "$OUT/sweeps"
-for label in "${LABELS[@]}"; do
-  [ -n "${RECIPE[$label]:-}" ] || { echo "multi30k.sh: error: unknown label $label" >&2; exit 1; }
-done
 for label in "${LABELS[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 1; done
   pipeline "$label" &

@@ -1,0 +1,109 @@
+"""benchmarks/multi30k.sh and multi30k_report.py end to end on a tiny synthetic corpus."""
+import csv
+import os
+import subprocess
+import sys
+
+from td_fairseq.synthetic import write_corpus
+
+from ..conftest import REPO
+
+SCRIPT = os.path.join(REPO, "benchmarks", "multi30k.sh")
+REPORT = os.path.join(REPO, "benchmarks", "multi30k_report.py")
+
+
+def multi30k(data, out, labels, timeout=600):
+    env = dict(os.environ, PYTHON=sys.executable, MULTI30K=str(data), VOCAB="100", UPDATES="2", RAMPS="1 2",
+               PARALLEL="2", LABELS=labels, OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rows(path):
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_trains_tunes_sweeps_and_reports(tmp_path):
+    data = tmp_path / "m30k"
+    data.mkdir()
+    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
+        write_corpus(str(data / split), n, seed)
+    out = tmp_path / "out"
+    result = multi30k(data, out, "no_td ramping_td_90 l0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FAILED" not in result.stdout + result.stderr
+
+    tuning = (out / "tuning.txt").read_text().splitlines()
+    assert len([line for line in tuning if line.startswith("ramping_td_90 ramp ")]) == 2
+    chosen = [line for line in tuning if "chose ramp" in line]
+    assert len(chosen) == 1 and os.readlink(out / "checkpoints" / "ramping_td_90") == \
+        "ramping_td_90@" + chosen[0].split()[-1]
+
+    sweeps = out / "sweeps"
+    for name, count in (("weight_no_td", 7), ("weight_ramping_td_90", 7), ("weight_l0", 7),
+                        ("weight_own_l0", 7), ("unit_no_td", 8)):
+        assert len(rows(sweeps / name / "results.csv")) == count, name
+    assert {r["ranked_by"] for r in rows(sweeps / "weight_own_l0" / "results.csv")} == {"l0_log_alpha"}
+
+    docs = tmp_path / "docs"
+    report = subprocess.run([sys.executable, REPORT, str(out), "--docs", str(docs)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert len(rows(docs / "results.csv")) == 7 * 4 + 8
+    for png in ("bleu_vs_sparsity.png", "methods.png", "unit_pruning.png"):
+        assert (docs / png).read_bytes()[:4] == b"\x89PNG"
+    assert "l0 (gate)" in (docs / "tables.md").read_text()
+
+
+def fake_sweep(out, name, label, bleus, mode="weight", score="magnitude"):
+    folder = out / "sweeps" / name
+    folder.mkdir(parents=True)
+    with open(folder / "results.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, ["label", "checkpoint", "mode", "scope", "score", "ranked_by",
+                                    "requested_sparsity", "measured_sparsity", "bleu", "chrf"])
+        writer.writeheader()
+        for level, bleu in bleus.items():
+            writer.writerow({"label": label, "checkpoint": f"/x/out/{label}.pt", "mode": mode, "scope": "unit",
+                             "score": score, "ranked_by": "l0_log_alpha" if score == "own" else "magnitude",
+                             "requested_sparsity": level, "measured_sparsity": level, "bleu": bleu, "chrf": 1})
+
+
+def test_report_ratios_and_verdicts(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    fake_sweep(out, "weight_no_td", "no_td", {0.0: 20.0, 0.7: 10.0, 0.8: 1.0})
+    fake_sweep(out, "weight_td", "td", {0.0: 18.0, 0.7: 19.5, 0.8: 18.9})
+    fake_sweep(out, "weight_own_l0", "l0", {0.0: 17.0}, score="own")
+    report = subprocess.run([sys.executable, REPORT, str(out), "--docs", str(docs)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    merged = {(r["label"], r["score"], float(r["requested_sparsity"])): r for r in rows(docs / "results.csv")}
+    assert merged[("td", "magnitude", 0.7)]["retention"] == "0.975"
+    assert merged[("l0", "own", 0.0)]["checkpoint"] == "out/l0.pt"
+    tables = (docs / "tables.md").read_text()
+    assert "| td | 70 % | 19.50 | 0.975 | 0.97 | yes |" in tables
+    assert "| td | 80 % | 18.90 | 0.945 | 0.95 | no (short by 0.005) |" in tables
+    assert "| ramping_td_90 | 90 % | not measured |" in tables
+    assert "| pruned | no_td | td | l0 (gate) |" in tables
+
+
+def test_report_without_a_dense_reference_warns_and_writes_no_ratios(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    fake_sweep(out, "weight_td", "td", {0.0: 18.0})
+    report = subprocess.run([sys.executable, REPORT, str(out), "--docs", str(docs)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0 and "warning: no no_td row" in report.stderr
+    assert rows(docs / "results.csv")[0]["retention"] == ""
+    assert "Targets: no reference" in (docs / "tables.md").read_text()
+
+
+def test_unknown_label_is_one_error_line_before_any_work(tmp_path):
+    result = multi30k(tmp_path, tmp_path / "out", "no_td magic")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["multi30k.sh: error: unknown label magic"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_is_one_error_line(tmp_path):
+    result = multi30k(tmp_path / "nowhere", tmp_path / "out", "no_td")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"multi30k.sh: error: no Multi30k at {tmp_path / 'nowhere'}"]
