@@ -39,7 +39,8 @@ def dense_checkpoint(directory: str, args) -> str:
     from omegaconf import OmegaConf
 
     import td_fairseq.models  # noqa: F401
-    from td_fairseq.tools.checkpoint import save_checkpoint, stock_checkpoint
+    from td_fairseq.files import save_torch
+    from td_fairseq.tools.checkpoint import stock_checkpoint
 
     parser = options.get_training_parser()
     dims = ["--encoder-layers", args.layers, "--decoder-layers", args.layers, "--encoder-embed-dim", args.dim,
@@ -55,7 +56,7 @@ def dense_checkpoint(directory: str, args) -> str:
     plain["model"] = vars(plain["model"]) if isinstance(plain["model"], argparse.Namespace) else plain["model"]
     state = stock_checkpoint({"cfg": plain, "model": model.state_dict(), "args": None})
     path = os.path.join(directory, "dense.pt")
-    save_checkpoint(state, path)
+    save_torch(state, path)
     return path
 
 
@@ -132,7 +133,8 @@ def speed_table(dense_path, data, args):
 def size_table(dense_path, levels, kinds="attn,ffn"):
     """Dense-file and packed-file bytes of the weight-pruned checkpoint at each level."""
     from td_fairseq.sparsity import PruneRanking
-    from td_fairseq.tools.checkpoint import load_checkpoint, prunable_weights, save_checkpoint, stock_checkpoint
+    from td_fairseq.files import save_torch
+    from td_fairseq.tools.checkpoint import load_checkpoint, prunable_weights, stock_checkpoint
     from td_fairseq.tools.sparse_storage import encode_tensor, pack_file
     state = stock_checkpoint(load_checkpoint(dense_path))
     weights = prunable_weights(state["model"], kinds)
@@ -142,7 +144,7 @@ def size_table(dense_path, levels, kinds="attn,ffn"):
         for level in levels:
             pruned = ranking.prune(weights, level)
             dense, packed = os.path.join(tmp, "pruned.pt"), os.path.join(tmp, "pruned.packed")
-            save_checkpoint(dict(state, model={**state["model"], **pruned}), dense)
+            save_torch(dict(state, model={**state["model"], **pruned}), dense)
             pack_file(dense, packed)
             entries = [encode_tensor(t) for t in pruned.values()]
             sparse_bytes = sum(e["values"].numel() * e["values"].element_size() + e["mask"].numel()

@@ -87,12 +87,12 @@ def main(argv=None):
     if not args.cpu_smoke and not torch.cuda.is_available():
         print("gpu_fp16_check: no CUDA device; run on a GPU machine (or --cpu-smoke to test the script)")
         return 2
-    from td_fairseq.sparsity import td_modules
+    from td_fairseq.sparsity import views_of
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer, task = build_trainer(args.data_bin or synthetic_data_bin(tmp), args.cpu_smoke)
         model = trainer.model
-        modules = dict(td_modules(model))
+        modules = dict(views_of(model))
         assert modules and all(m._parameters["weight"].dtype == torch.float16 for m in modules.values())
         edits = []
         forward = trainer.criterion.forward

@@ -16,7 +16,8 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from td_fairseq.results import atomic_write, plot_curves, write_rows  # noqa: E402
+from td_fairseq.files import atomic_write  # noqa: E402
+from td_fairseq.results import plot_curves, write_rows  # noqa: E402
 from td_fairseq.tools.sweep import COLUMNS  # noqa: E402
 
 FIVE = ["no_td", "td", "ramping_td_90", "ramping_td_95", "unit_td"]

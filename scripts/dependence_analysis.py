@@ -11,21 +11,22 @@ import json
 import os
 import sys
 
-from td_fairseq.results import atomic_write, command_line, git_commit
-from td_fairseq.sparsity import TD_TYPES, TDConfig, check_sparsity
+from td_fairseq.files import atomic_write
+from td_fairseq.results import command_line, git_commit
+from td_fairseq.sparsity import check_sparsity, options
 from td_fairseq.vision import DATASETS, TrainConfig, dependence_study, load_dataset, plot_heatmaps
-from td_fairseq import cli
+from td_fairseq import cli, files
 
 PROG = "dependence_analysis"
+TD_OPTIONS = ("td_type", "td_gamma", "td_alpha")  # no ramp, no eval mask: the study trains 100 epochs flat
 
 
 def parse_args(argv):
     p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=DATASETS, default="digits")
     p.add_argument("--data-dir")
-    p.add_argument("--td-type", choices=[t for t in TD_TYPES if t != "none"], default="weight")
-    p.add_argument("--td-gamma", type=float, default=0.75)
-    p.add_argument("--td-alpha", type=float, default=0.5)
+    options.add_arguments(p, skip=[name for name in options.DEFAULTS if name not in TD_OPTIONS])
+    p.set_defaults(td_alpha=0.5)  # the paper's dependence setting: gamma .75, alpha .5
     p.add_argument("--prune-fraction", type=float, help="weights removed per hidden unit (default: gamma)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.1)
@@ -35,20 +36,22 @@ def parse_args(argv):
     p.add_argument("--out", required=True, metavar="DIR")
     args = p.parse_args(argv)
     with cli.user_errors():
-        args.td = TDConfig(td_type=args.td_type, gamma=args.td_gamma, alpha=args.td_alpha)
+        if args.td_type == "none":
+            raise ValueError("the study compares no TD with TD: give a --td-type other than none")
+        args.td = options.td_config(args)
         args.train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  weight_decay=args.weight_decay, label_smoothing=0.0, seed=args.seed)
         args.prune_fraction = check_sparsity(args.td_gamma if args.prune_fraction is None else args.prune_fraction)
     if args.dataset == "cifar10":
         # 3072 x 10 hidden weights: a 30720^2 Hessian (3.8 GB in float32) is out of reach here.
-        raise cli.UserError("the dependence analysis computes a full Hessian and supports --dataset digits only")
+        raise files.UserError("the dependence analysis computes a full Hessian and supports --dataset digits only")
     return args
 
 
 def body(argv):
     args = parse_args(argv)
     data = load_dataset(args.dataset, args.data_dir)
-    cli.check_out_dir(args.out)  # before the study, not after
+    files.check_out_dir(args.out)  # before the study, not after
     study = dependence_study(data, args.train, args.td, args.prune_fraction)
     plot_heatmaps({"no TD": study["no_td"], f"TD {args.td_type} gamma {args.td_gamma} alpha {args.td_alpha}":
                    study["td"]}, os.path.join(args.out, "delta_e.png"))

@@ -8,16 +8,17 @@ import contextlib
 import os
 import sys
 
+from .files import UserError, check_out_dir  # noqa: F401  (scripts reach both through cli)
 from .results import command_line  # noqa: F401  (scripts record their command through cli)
-from .results import remove_stale_temps
-
-
-class UserError(Exception):
-    """An input problem the user can fix; shown as one line, never as a traceback."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises UserError instead of printing usage plus a message and exiting 2."""
+    """argparse that raises UserError instead of printing usage plus a message and exiting 2,
+    and shows every option's default in ``--help``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UserError(message)
@@ -57,19 +58,3 @@ def run(main, argv=None, prog=None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; every file written so far is complete", file=sys.stderr)
         return 130
-
-
-def check_out_dir(out_dir: str, *inputs: str) -> str:
-    """Create ``out_dir``; refuse one that holds any of the inputs (nothing is overwritten)."""
-    out = os.path.realpath(out_dir)
-    for path in inputs:
-        if os.path.realpath(os.path.dirname(os.path.abspath(path))) == out:
-            raise UserError(f"output directory {out_dir} is the directory of the input {path}; choose another")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create output directory {out_dir}: {error.strerror}")
-    if not os.access(out, os.W_OK):
-        raise UserError(f"output directory {out_dir} is not writable")
-    remove_stale_temps(out)  # leftovers of a killed earlier run
-    return out

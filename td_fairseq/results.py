@@ -1,69 +1,20 @@
 """Result files shared by every sweep: rows of one result per (label, sparsity level).
 
-Files are written to a temporary name and renamed, so an interrupted run leaves either
-the previous complete file or the new one, never half of one.
+Files are written with ``files.atomic_write``, so an interrupted run leaves either the
+previous complete file or the new one, never half of one.
 """
 import csv
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
-import tempfile
+
+from .files import atomic_write
 
 SWEEP_COLUMNS = ["label", "checkpoint", "mode", "scope", "requested_sparsity", "measured_sparsity"]
 RUN_COLUMNS = ["command", "commit", "machine"]
-
-
-def temp_prefix() -> str:
-    """Temporary files carry their writer's pid, so a later run can tell a leftover of a
-    killed process from a file another live process is still writing."""
-    return f".tmp-{os.getpid()}-"
-
-
-def remove_stale_temps(directory: str) -> None:
-    """Delete ``.tmp-PID-*`` files in ``directory`` whose process no longer exists."""
-    for name in os.listdir(directory):
-        match = re.match(r"\.tmp-(\d+)-", name)
-        path = os.path.join(directory, name)
-        if match and os.path.isfile(path) and not _alive(int(match.group(1))):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def atomic_write(path: str, data) -> None:
-    """Write ``data`` (str or bytes) to ``path`` via a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=temp_prefix(), suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def git_commit() -> str:

@@ -1,8 +1,8 @@
 """Result files: atomic writes and the clean-up of a killed run's temporary files."""
 import os
 
-from td_fairseq.cli import check_out_dir
-from td_fairseq.results import atomic_write, temp_prefix
+from td_fairseq.files import check_out_dir
+from td_fairseq.files import atomic_write, temp_prefix
 
 
 def test_atomic_write_leaves_no_temporary_and_readable_permissions(tmp_path):

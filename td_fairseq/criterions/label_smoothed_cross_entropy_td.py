@@ -1,8 +1,10 @@
-"""Label-smoothed cross entropy plus TD logging and a regularisation hook.
+"""Label-smoothed cross entropy plus the weight views' logging and a regularisation hook.
 
 Hook: any submodule with a ``regularization_loss()`` method (returning a scalar tensor, or
 None) adds that term to the objective. The term is scaled by the sample size, because
 fairseq divides gradients by it: the optimised objective is then mean loss + term.
+Logging: each view's ``log_values()`` (TD: td_gamma, td_alpha; GMP: gmp_sparsity; ...) and
+the fraction of viewed weights it zeroed in the step (``<prefix>_drop``: td_drop for TD).
 """
 from dataclasses import dataclass
 
@@ -11,8 +13,14 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion, LabelSmoothedCrossEntropyCriterionConfig)
 
-from ..sparsity import drop_fraction, td_modules
 from ..sparsity.baselines import regularization_loss
+from ..sparsity.views import drop_fraction, view, views_of
+
+
+# the parent's keys and ours; every other key is a view's value (only numbers: fairseq sums
+# logging outputs across workers)
+_NOT_VIEW_KEYS = {"loss", "nll_loss", "ntokens", "nsentences", "sample_size", "n_correct", "total", "reg_loss",
+                  "view_count"}
 
 
 @dataclass
@@ -28,14 +36,15 @@ class LabelSmoothedCrossEntropyTDCriterion(LabelSmoothedCrossEntropyCriterion):
         if extra is not None:
             loss = loss + extra * sample_size
             logging_output["reg_loss"] = extra.data * sample_size
-        modules = td_modules(model)
+        modules = views_of(model)
         if modules:
-            gamma, alpha = modules[0][1].td.rates
-            logging_output.update(td_count=1, td_gamma=gamma, td_alpha=alpha)
+            first = view(modules[0][1])
+            values = dict(first.log_values())
             if model.training:
                 fraction = drop_fraction(model, modules)
                 # a tensor: fairseq reduces logging outputs after the step, so no host sync here
-                logging_output["td_drop"] = 0.0 if fraction is None else fraction.detach()
+                values[f"{first.log_prefix}_drop"] = 0.0 if fraction is None else fraction.detach()
+            logging_output.update(view_count=1, **values)
         return loss, sample_size, logging_output
 
     @classmethod
@@ -45,10 +54,8 @@ class LabelSmoothedCrossEntropyTDCriterion(LabelSmoothedCrossEntropyCriterion):
         if any("reg_loss" in log for log in logging_outputs) and sample_size > 0:
             reg = sum(log.get("reg_loss", 0) for log in logging_outputs)
             metrics.log_scalar("reg_loss", reg / sample_size, sample_size, round=5)
-        count = sum(log.get("td_count", 0) for log in logging_outputs)
-        if count > 0:
-            # Logging outputs are summed across workers first: divide by their count.
-            for key in ("td_gamma", "td_alpha", "td_drop"):
-                if any(key in log for log in logging_outputs):
-                    metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / count,
-                                       count, round=4)
+        count = sum(log.get("view_count", 0) for log in logging_outputs)
+        keys = dict.fromkeys(k for log in logging_outputs for k in log if k not in _NOT_VIEW_KEYS)
+        for key in keys if count > 0 else ():
+            # logging outputs are summed across workers first: divide by their count
+            metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / count, count, round=4)

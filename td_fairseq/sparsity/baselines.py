@@ -1,7 +1,6 @@
 """The paper's baselines as weight views, attached like targeted dropout.
 
-Each view (in ``weight_views``) is a controller module registered as the module's ``td``
-submodule by ``td.attach``, so every reader of ``.weight`` (fairseq's attention fast path
+Each view (in ``baseline_views``) is attached by ``views.attach_view``, so every reader of ``.weight`` (fairseq's attention fast path
 included) sees ``view(raw_weight)``. Views that add a term to the objective expose
 ``regularization_loss()``, which the criterion's hook picks up. Views with state save
 it under ``<module>.td.<name>``; ``fold_state_dict`` turns those into plain weights.
@@ -20,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .td import attach_views
+from .views import attach_views, remove_views
 # the views are re-exported: callers need one import for config, views and export
-from .weight_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
+from .baseline_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
                            Smallify, VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate,
                            variational_log_alpha)
 
@@ -63,15 +62,6 @@ class BaselineConfig:
             raise ValueError(f"smallify_momentum must be in [0, 1), got {self.smallify_momentum!r}")
         if not self.smallify_threshold > 0.0:
             raise ValueError(f"smallify_threshold must be > 0, got {self.smallify_threshold!r}")
-
-
-# Option defaults shared by every adapter (fairseq options, the vision script). The
-# coefficients make each penalty of the order of a per-token loss; BaselineConfig's own
-# defaults (0) mean "no penalty".
-OPTION_DEFAULTS = (("sparsity_method", "td"), ("l1_coef", 1e-5), ("l0_coef", 1e-6), ("l0_form", "weight"),
-                   ("vd_coef", 1e-6), ("gmp_sparsity", 0.9), ("gmp_start", 0), ("gmp_steps", 100),
-                   ("gmp_interval", 100), ("smallify_coef", 1e-4), ("smallify_momentum", 0.9),
-                   ("smallify_threshold", 0.5))
 
 
 def regularization_loss(model: nn.Module):
@@ -133,3 +123,13 @@ def fold_state_dict(state: dict) -> dict:
         for dropped in (name,) + FOLDED[name]:
             out.pop(f"{owner}td.{dropped}", None)
     return out
+
+
+def fold_views(model: nn.Module) -> dict:
+    """Make the views permanent in plain weights (``fold_state_dict``) and detach every view,
+    targeted dropout's included. Returns the state dict as it was, for own-score rankings."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    folded = fold_state_dict(state)
+    remove_views(model)
+    model.load_state_dict({k: folded[k] for k in model.state_dict()})
+    return state

@@ -10,39 +10,20 @@ from collections.abc import Mapping
 
 import torch
 
-from ..checkpoints import allow_fairseq_checkpoints
-from ..cli import UserError, check_out_dir
-from ..results import atomic_write, command_line, git_commit, temp_prefix
+from ..files import UserError, atomic_write, check_out_dir, load_torch, save_torch
+from ..results import command_line, git_commit
 from ..sparsity import PruneRanking, check_sparsity, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
+from ..sparsity.options import option_keys
 from ..sparsity.selection import is_weight_matrix_key
-
-# TD arch -> the stock fairseq arch it exports to (kept here, free of fairseq imports).
-STOCK_ARCH = {
-    "transformer_td": "transformer",
-    "transformer_td_tiny": "transformer_tiny",
-    "transformer_td_iwslt_de_en": "transformer_iwslt_de_en",
-    "transformer_td_wmt_en_de": "transformer_wmt_en_de",
-    "transformer_td_vaswani_wmt_en_de_big": "transformer_vaswani_wmt_en_de_big",
-}
-
-
-# Model options of the baselines (transformer_td's add_baseline_args), dropped on export.
-BASELINE_CONFIG_KEYS = ("sparsity_method", "drop_rate", "l1_coef", "l0_coef", "l0_form", "vd_coef",
-                        "gmp_sparsity", "gmp_start", "gmp_steps", "gmp_interval", "smallify_coef",
-                        "smallify_momentum", "smallify_threshold")
-
+from .archs import STOCK_ARCH, is_transformer_arch
 
 def load_checkpoint(path: str) -> dict:
-    """torch.load with one-line errors for missing, truncated and foreign files."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
-    allow_fairseq_checkpoints()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises OSError, RuntimeError, UnpicklingError, ... for bad files
-        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise UserError(f"cannot read checkpoint {path} (truncated or not a torch file): {reason}")
+    """A fairseq translation checkpoint, or one line saying what the file is instead."""
+    state = load_torch(path)
+    if isinstance(state, dict) and "state_dict" in state and "arch" in state and "model" not in state:
+        raise UserError(f"{path} is a vision checkpoint (td_fairseq.vision, arch {state.get('arch')}); "
+                        "expected a fairseq translation checkpoint with 'model' and 'cfg' entries")
     if not isinstance(state, dict) or "model" not in state or not state.get("cfg"):
         raise UserError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' entries)")
     return state
@@ -65,12 +46,12 @@ def stock_checkpoint(state: dict) -> dict:
     Baseline views with state (L0 gates, variational dropout, GMP masks) are made
     permanent in the plain weights, as in eval mode, before their keys are dropped."""
     arch = arch_of(state)
-    if arch not in STOCK_ARCH and arch not in STOCK_ARCH.values():
+    if not is_transformer_arch(arch):
         raise UserError(f"checkpoint arch {arch!r} is not a Transformer this tool knows "
                         f"({', '.join(sorted(STOCK_ARCH))} or their stock counterparts)")
     stock = STOCK_ARCH.get(arch, arch)
     model = {k: v for k, v in model_config(state).items()
-             if not k.startswith("td_") and k not in BASELINE_CONFIG_KEYS}
+             if k not in option_keys()}
     model.update(_name=stock, arch=stock, user_dir=None)
     if model.get("criterion") == "label_smoothed_cross_entropy_td":
         model["criterion"] = "label_smoothed_cross_entropy"
@@ -95,19 +76,6 @@ def prunable_weights(model_state: dict, kinds) -> dict:
     return {k: v for k, v in model_state.items() if is_weight_matrix_key(k, v, kinds)}
 
 
-def save_checkpoint(state: dict, path: str) -> None:
-    """torch.save through a temporary file in the same directory, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=temp_prefix(), suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def level_name(sparsity: float) -> str:
     return f"sparsity_{sparsity:.2f}.pt"
 
@@ -128,7 +96,7 @@ def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="
               "command": command or command_line(), "commit": git_commit(), "levels": []}
     for sparsity in levels:
         pruned = ranking.prune(weights, sparsity)
-        save_checkpoint(dict(state, model={**state["model"], **pruned}), os.path.join(out_dir, level_name(sparsity)))
+        save_torch(dict(state, model={**state["model"], **pruned}), os.path.join(out_dir, level_name(sparsity)))
         measured = sparsity_report(pruned)
         report["levels"].append({"requested_sparsity": sparsity, "file": level_name(sparsity),
                                  "measured_sparsity": measured["global"], "per_tensor": measured["per_tensor"]})

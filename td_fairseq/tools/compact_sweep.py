@@ -10,7 +10,7 @@ figure use benchmarks/compact_speed.py.
 import os
 import tempfile
 
-from ..cli import UserError, check_out_dir
+from ..files import UserError, check_out_dir
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
 from ..sparsity import check_sparsity
 from .compact import compact_checkpoint

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from ..cli import UserError
+from ..files import UserError
 
 # Options the launcher sets for every rank; passing them through would contradict it.
 LAUNCHER_OPTIONS = ("--distributed-world-size", "--distributed-num-procs", "--distributed-rank",

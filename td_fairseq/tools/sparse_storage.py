@@ -18,8 +18,8 @@ import os
 import numpy as np
 import torch
 
-from ..cli import UserError
-from .checkpoint import save_checkpoint
+from ..files import UserError
+from ..files import save_torch
 
 FORMAT = "td_fairseq.sparse_checkpoint"
 VERSION = 1
@@ -176,7 +176,7 @@ def pack_file(path: str, out: str) -> dict:
     if not isinstance(state, dict) or "model" not in state or not state.get("cfg"):
         raise UserError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' entries)")
     packed = pack_state(state)
-    save_checkpoint(packed, out)
+    save_torch(packed, out)
     return {"input_bytes": os.path.getsize(path), "packed_bytes": os.path.getsize(out),
             "sparse_tensors": len(packed["sparse"]), "dense_tensors": len(packed["dense"])}
 
@@ -189,5 +189,5 @@ def unpack_file(path: str, out: str) -> dict:
         raise UserError(f"{path} is not a packed sparse checkpoint (make one with: sparse_checkpoint.py pack)")
     if not isinstance(packed.get("version"), int) or packed["version"] > VERSION:
         raise UserError(f"{path} has format version {packed.get('version')!r}; this td_fairseq reads up to {VERSION}")
-    save_checkpoint(unpack_state(packed), out)
+    save_torch(unpack_state(packed), out)
     return {"packed_bytes": os.path.getsize(path), "output_bytes": os.path.getsize(out)}

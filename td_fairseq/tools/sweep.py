@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from ..cli import UserError, check_out_dir
+from ..files import UserError, check_out_dir
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
-from ..sparsity import PruneRanking, check_sparsity, parse_kinds, remove_targeted_dropout, sparsity_report
+from ..sparsity import PruneRanking, check_sparsity, parse_kinds, remove_views, sparsity_report
 from ..sparsity.baselines import fold_state_dict
 from ..sparsity.scores import own_scores
 from ..sparsity.selection import is_weight_matrix_key
@@ -30,7 +30,7 @@ def fold_views(model):
     Returns the state dict as it was before, for ``own_scores``."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     folded = fold_state_dict(state)
-    remove_targeted_dropout(model)
+    remove_views(model)
     model.load_state_dict({k: folded[k] for k in model.state_dict()})
     return state
 

@@ -13,9 +13,9 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from ..results import atomic_write
-from ..cli import UserError
-from ..sparsity import TDConfig, apply_targeted_dropout, remove_targeted_dropout
+from ..files import atomic_write
+from ..files import UserError
+from ..sparsity import TDConfig, apply_targeted_dropout, remove_views
 from ..sparsity.baselines import BaselineConfig, apply_baseline, fold_state_dict
 from .resnet import ResNet, td_selector
 
@@ -47,7 +47,7 @@ def make_checkpoint(model: ResNet, td: TDConfig, train: dict, dataset: str, hist
 def fold_views(model: nn.Module) -> nn.Module:
     """Make the baselines' views permanent in plain weights and detach every view."""
     folded = fold_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
-    remove_targeted_dropout(model)
+    remove_views(model)
     model.load_state_dict({k: folded[k] for k in model.state_dict()})
     return model
 

@@ -17,8 +17,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ..results import atomic_write
-from ..sparsity import PruneRanking, TDConfig, apply_targeted_dropout, remove_targeted_dropout
+from ..files import atomic_write
+from ..sparsity import PruneRanking, TDConfig, apply_targeted_dropout, remove_views
 from .evaluate import accuracy
 from .train import TrainConfig, train
 
@@ -124,7 +124,7 @@ def train_and_analyse(data, td: TDConfig, config: TrainConfig, fraction: float =
     if td.td_type != "none":
         apply_targeted_dropout(model, td, mlp_selector)
     history = train(model, data, config, log)
-    remove_targeted_dropout(model)
+    remove_views(model)
     result = analyse(model, data, mlp_selector, fraction)
     result.update(td=asdict(td), train=config.to_dict(), hidden_units=hidden, history=history)
     return result

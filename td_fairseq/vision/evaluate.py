@@ -15,7 +15,7 @@ step, no weight changes): ``calibration_x``.
 import torch
 from torch import nn
 
-from ..sparsity import PruneRanking, check_sparsity, sparsity_report, td_modules
+from ..sparsity import PruneRanking, check_sparsity, sparsity_report, views_of
 from .checkpoint import load_checkpoint
 from .data import load_dataset
 from .resnet import td_selector
@@ -71,10 +71,10 @@ def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sel
     """One row per sparsity level: requested and measured sparsity, accuracy (%), and
     the sparsity of each pruned tensor. With ``calibration_x``, batch-norm statistics
     are recomputed from those images at each level. The model is unchanged on return."""
-    if td_modules(model):
+    if views_of(model):
         # Calibration runs in train mode, where TD would drop weights; and the sweep
         # means to measure the pruned weights alone.
-        raise ValueError("remove targeted dropout (remove_targeted_dropout) before a pruning sweep")
+        raise ValueError("remove targeted dropout (remove_views) before a pruning sweep")
     levels = [check_sparsity(s) for s in levels]
     weights = selected_weights(model, select)
     originals = {name: w.detach().clone() for name, w in weights.items()}

@@ -16,7 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..sparsity import TDConfig, apply_targeted_dropout
-from ..sparsity.baselines import OPTION_DEFAULTS as BASELINE_DEFAULTS  # noqa: F401  (re-exported)
+from ..sparsity.options import OPTIONS
+# (name, default) of the baseline options, for the vision script's parser
+BASELINE_DEFAULTS = tuple((o.name, o.default) for o in OPTIONS if o.group == "sparsity baselines" and o.name != "drop_rate")
 from ..sparsity.baselines import BaselineConfig, apply_baseline, regularization_loss
 from .checkpoint import make_checkpoint
 from .data import Dataset

@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from td_fairseq.sparsity import drop_fraction, remove_targeted_dropout, targeted_weight_mask, td_modules
+from td_fairseq.sparsity import drop_fraction, remove_views, targeted_weight_mask, views_of
 
 from ..conftest import TRAIN_ARGS, run_cli
 from ..models.build import build, sample
@@ -27,7 +27,7 @@ TINY_LAYERS = ["--encoder-embed-dim", "4", "--decoder-embed-dim", "4", "--encode
 
 
 def raw_weights(model):
-    return {n: m._parameters["weight"].detach().clone() for n, m in td_modules(model)}
+    return {n: m._parameters["weight"].detach().clone() for n, m in views_of(model)}
 
 
 def finite_grads(model):
@@ -40,16 +40,16 @@ def test_gamma_one_alpha_one_drops_everything_and_the_model_still_trains():
     before = raw_weights(model)
     loss, _, log = criterion(model, sample(vocab))
     assert torch.isfinite(loss) and log["td_drop"] == 1.0
-    assert all((m.weight == 0).all() for _, m in td_modules(model))
+    assert all((m.weight == 0).all() for _, m in views_of(model))
     loss.backward()
     assert finite_grads(model)
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         assert (module._parameters["weight"].grad == 0).all(), name  # dropped: no gradient at all
     # the rest still learns: the decoder through its residual stream and biases. The source is
     # ignored (encoder-attention keys and values are biases only): no gradient reaches it.
     assert model.decoder.embed_tokens.weight.grad.abs().sum() > 0
     assert model.encoder.embed_tokens.weight.grad.abs().sum() == 0
-    assert all(torch.equal(before[n], m._parameters["weight"]) for n, m in td_modules(model))
+    assert all(torch.equal(before[n], m._parameters["weight"]) for n, m in views_of(model))
 
 
 def test_gamma_one_alpha_one_through_fairseq_train(data_bin, tmp_path):
@@ -77,8 +77,8 @@ IDENTITY = {
 @pytest.mark.parametrize("case", list(IDENTITY))
 def test_nothing_targeted_means_td_is_the_identity(case):
     model, criterion, vocab = build(extra=IDENTITY[case] + NO_DROPOUT)
-    assert td_modules(model), "TD must be attached for this test to mean anything"
-    stock = remove_targeted_dropout(copy.deepcopy(model))
+    assert views_of(model), "TD must be attached for this test to mean anything"
+    stock = remove_views(copy.deepcopy(model))
     model.train()
     stock.train()
     batch = sample(vocab)
@@ -91,7 +91,7 @@ def test_nothing_targeted_means_td_is_the_identity(case):
     stock_params = dict(stock.named_parameters())
     for name, p in model.named_parameters():
         assert torch.equal(p.grad, stock_params[name].grad), name
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         assert module.weight is module._parameters["weight"] or torch.equal(module.weight, module._parameters["weight"])
 
 
@@ -129,29 +129,29 @@ def test_a_few_training_steps_stay_finite(config):
 
 def test_train_eval_switching_back_and_forth():
     model, criterion, vocab = build(extra=["--td-gamma", "0.5", "--td-alpha", "1"] + NO_DROPOUT)
-    stock = remove_targeted_dropout(copy.deepcopy(model)).eval()
+    stock = remove_views(copy.deepcopy(model)).eval()
     before = raw_weights(model)
     net_input = sample(vocab)["net_input"]
     with torch.no_grad():
         reference = stock(**net_input)[0]
         for _ in range(2):
             model.train()
-            assert all(m.td.training for _, m in td_modules(model))
+            assert all(m.td.training for _, m in views_of(model))
             trained = model(**net_input)[0]
             assert drop_fraction(model) == pytest.approx(0.5)
             assert not torch.allclose(trained, reference, atol=1e-3), "training mode must mask"
             model.eval()
-            assert not any(m.td.training for _, m in td_modules(model))
+            assert not any(m.td.training for _, m in views_of(model))
             assert torch.equal(model(**net_input)[0], reference), "eval mode is the identity"
-    assert all(torch.equal(before[n], m._parameters["weight"]) for n, m in td_modules(model))
+    assert all(torch.equal(before[n], m._parameters["weight"]) for n, m in views_of(model))
 
 
 def test_eval_mask_switching_back_and_forth():
     model, _, vocab = build(extra=["--td-gamma", "0.5", "--td-alpha", "0.3", "--td-eval-mask"] + NO_DROPOUT)
     net_input = sample(vocab)["net_input"]
-    zeroed = remove_targeted_dropout(copy.deepcopy(model)).eval()
+    zeroed = remove_views(copy.deepcopy(model)).eval()
     with torch.no_grad():
-        for name, module in td_modules(model):
+        for name, module in views_of(model):
             raw = module._parameters["weight"]
             zeroed.get_submodule(name).weight.masked_fill_(targeted_weight_mask(raw, 0.5), 0)
         reference = zeroed(**net_input)[0]

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from td_fairseq.sparsity import TargetedDropout, td_modules
+from td_fairseq.sparsity import TargetedDropout, views_of
 from td_fairseq.sparsity.baselines import (GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout, Smallify,
                                            VariationalDropout)
-from td_fairseq.tools.checkpoint import BASELINE_CONFIG_KEYS, stock_checkpoint
+from td_fairseq.sparsity.options import option_keys
+from td_fairseq.tools.checkpoint import stock_checkpoint
 
 from ..conftest import TRAIN_ARGS, run_cli
 from ..tools.test_checkpoint import prune_script
@@ -22,21 +23,21 @@ VIEWS = {"dropout": RandomDropout, "unit_dropout": RandomDropout, "l1": L1Penalt
 
 def test_default_method_is_targeted_dropout():
     model, _, _ = build()
-    assert all(isinstance(m.td, TargetedDropout) for _, m in td_modules(model))
-    assert sorted(n for n, _ in td_modules(model)) == expected_targets()
+    assert all(isinstance(m.td, TargetedDropout) for _, m in views_of(model))
+    assert sorted(n for n, _ in views_of(model)) == expected_targets()
 
 
 @pytest.mark.parametrize("method", sorted(VIEWS))
 def test_each_method_covers_the_targets_and_trains(method):
     model, criterion, vocab = build(extra=["--sparsity-method", method])
-    assert sorted(n for n, _ in td_modules(model)) == expected_targets()
-    assert all(type(m.td) is VIEWS[method] for _, m in td_modules(model))
+    assert sorted(n for n, _ in views_of(model)) == expected_targets()
+    assert all(type(m.td) is VIEWS[method] for _, m in views_of(model))
     model.train()
     model.set_num_updates(3)
     batch = sample(vocab)
     loss, sample_size, log = criterion(model, batch)
     loss.backward()
-    views = [m.td for _, m in td_modules(model)]
+    views = [m.td for _, m in views_of(model)]
     terms = [v.regularization_loss() for v in views]
     if method in ("l1", "l0", "variational", "smallify"):
         assert log["reg_loss"].item() == pytest.approx(sum(terms).item() * sample_size, rel=1e-5)
@@ -47,14 +48,14 @@ def test_each_method_covers_the_targets_and_trains(method):
         assert extra and all(p.grad is not None and (p.grad != 0).any() for p in extra)
         gate = {"l0": "log_alpha", "variational": "log_sigma2", "smallify": "switch"}[method]
         # parameters: the optimizer sees them
-        assert {f"{n}.td.{gate}" for n, _ in td_modules(model)} <= set(dict(model.named_parameters()))
+        assert {f"{n}.td.{gate}" for n, _ in views_of(model)} <= set(dict(model.named_parameters()))
 
 
 def test_dropout_rate_defaults_to_the_matching_td_rate_or_explicit():
     model, _, _ = build(extra=["--sparsity-method", "dropout", "--td-gamma", "0.5", "--td-alpha", "0.4"])
-    assert [m.td.rate for _, m in td_modules(model)] == [pytest.approx(0.2)] * len(expected_targets())
+    assert [m.td.rate for _, m in views_of(model)] == [pytest.approx(0.2)] * len(expected_targets())
     model, _, _ = build(extra=["--sparsity-method", "unit_dropout", "--drop-rate", "0.3"])
-    assert {(m.td.rate, m.td.by_unit) for _, m in td_modules(model)} == {(0.3, True)}
+    assert {(m.td.rate, m.td.by_unit) for _, m in views_of(model)} == {(0.3, True)}
 
 
 def test_options_reach_the_views():
@@ -67,7 +68,7 @@ def test_options_reach_the_views():
     view = model.decoder.layers[1].fc2.td
     assert (view.final, view.start, view.steps, view.interval) == (0.6, 4, 2, 5)
     model, _, _ = build(extra=["--sparsity-method", "variational", "--vd-coef", "0.5", "--td-targets", "ffn"])
-    assert len(td_modules(model)) == 8 and model.encoder.layers[0].fc1.td.coef == 0.5
+    assert len(views_of(model)) == 8 and model.encoder.layers[0].fc1.td.coef == 0.5
     model, _, _ = build(extra=["--sparsity-method", "smallify"])
     view = model.encoder.layers[0].fc1.td
     assert (view.coef, view.momentum, view.threshold) == (1e-4, 0.9, 0.5)
@@ -101,14 +102,14 @@ def test_smallify_follows_set_num_updates_of_the_model():
     for step in (0, 1, 1, 2):  # update 1 read twice: its signs count once
         model.set_num_updates(step)
         model(**sample(vocab)["net_input"])
-    views = [m.td for _, m in td_modules(model)]
+    views = [m.td for _, m in views_of(model)]
     assert all(torch.allclose(v.sign_mean, torch.full_like(v.sign_mean, 0.19)) for v in views)
     assert not any(v.pruned.any() for v in views)
 
 
 def randomize(model, method):
     with torch.no_grad():
-        for _, module in td_modules(model):
+        for _, module in views_of(model):
             if method == "l0":
                 module.td.log_alpha.normal_(1.0, 3.0)
             elif method == "variational":
@@ -132,22 +133,25 @@ def test_export_folds_views_into_a_stock_transformer(method):
     state = {"cfg": {"model": cfg}, "model": model.state_dict()}
     exported = stock_checkpoint(state)
     assert not any(".td." in k for k in exported["model"])
-    assert not set(BASELINE_CONFIG_KEYS) & set(exported["cfg"]["model"])
+    assert not set(option_keys()) & set(exported["cfg"]["model"])
     stock, _, _ = build(arch="transformer_tiny", extra=STOCK_TINY, vocab=vocab)
     stock.load_state_dict(exported["model"], strict=True)
     stock.eval()
     net_input = sample(vocab)["net_input"]
     assert torch.allclose(model(**net_input)[0], stock(**net_input)[0], atol=1e-6)
-    weights = [exported["model"][f"{n}.weight"] for n, _ in td_modules(model)]
+    weights = [exported["model"][f"{n}.weight"] for n, _ in views_of(model)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert (zeros > 0.05) == (method in ("l0", "variational", "gmp", "smallify")), zeros
 
 
-def test_every_baseline_option_is_dropped_on_export():
-    from td_fairseq.models.transformer_td import add_baseline_args
+def test_every_model_option_of_the_table_is_dropped_on_export():
+    from td_fairseq.models.transformer_td import TransformerTDModel
     parser = argparse.ArgumentParser()
-    add_baseline_args(parser)
-    assert {a.dest for a in parser._actions if a.dest != "help"} == set(BASELINE_CONFIG_KEYS)
+    TransformerTDModel.add_args(parser)
+    stock = argparse.ArgumentParser()
+    super(TransformerTDModel, TransformerTDModel).add_args(stock)
+    ours = {a.dest for a in parser._actions} - {a.dest for a in stock._actions}
+    assert ours == set(option_keys())
 
 
 BAD = [("--sparsity-method", "magic"), ("--drop-rate", "1.5"), ("--drop-rate", "nan"), ("--l1-coef", "-1"),

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from td_fairseq.sparsity import remove_targeted_dropout, targeted_unit_mask, targeted_weight_mask, td_modules
+from td_fairseq.sparsity import remove_views, targeted_unit_mask, targeted_weight_mask, views_of
 
 from .build import build, sample
 
@@ -28,7 +28,7 @@ TD_ALL = ["--td-type", "weight", "--td-gamma", "0.5", "--td-alpha", "1.0"]
 
 def zeroed_copy(model, masks):
     """A stock model whose targeted weights are explicitly zero."""
-    stock = remove_targeted_dropout(copy.deepcopy(model))
+    stock = remove_views(copy.deepcopy(model))
     with torch.no_grad():
         for name, mask in masks.items():
             stock.get_submodule(name).weight.masked_fill_(mask, 0)
@@ -37,7 +37,7 @@ def zeroed_copy(model, masks):
 
 def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
     model, criterion, vocab = build(extra=TD_ALL)
-    targeted = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in td_modules(model)}
+    targeted = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in views_of(model)}
     stock = zeroed_copy(model, targeted).train()
     calls = []
     fast_path = F.multi_head_attention_forward
@@ -49,7 +49,7 @@ def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
     assert calls, "fairseq's attention fast path was not exercised"
     assert log["td_drop"] == pytest.approx(0.5)
     criterion(stock, batch)[0].backward()
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         grad = module._parameters["weight"].grad
         assert (grad[targeted[name]] == 0).all(), name
         # elsewhere: the gradient of a stock model whose targeted weights are zero
@@ -60,12 +60,12 @@ def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
 
 def test_full_gradients_in_eval_mode():
     model, criterion, vocab = build(extra=TD_ALL)
-    stock = remove_targeted_dropout(copy.deepcopy(model)).eval()
+    stock = remove_views(copy.deepcopy(model)).eval()
     model.eval()
     batch = sample(vocab)
     criterion(model, batch)[0].backward()
     criterion(stock, batch)[0].backward()
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         grad = module._parameters["weight"].grad
         assert torch.equal(grad, stock.get_submodule(name).weight.grad), name
         assert (grad != 0).float().mean() > 0.5, name
@@ -75,28 +75,28 @@ def test_full_gradients_in_eval_mode():
 
 def test_every_attention_and_ffn_matrix_is_targeted_and_nothing_else():
     model, _, _ = build(extra=TD_ALL)
-    assert sorted(name for name, _ in td_modules(model)) == expected_targets()
+    assert sorted(name for name, _ in views_of(model)) == expected_targets()
 
 
 @pytest.mark.parametrize("training", [True, False])
 def test_output_equals_explicitly_zeroed_stock_model(training):
     """alpha 1 in training, --td-eval-mask in eval: every read sees exactly the masked weight."""
     model, _, vocab = build(extra=TD_ALL + ["--td-eval-mask"])
-    masks = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in td_modules(model)}
+    masks = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in views_of(model)}
     stock = zeroed_copy(model, masks)
     model.train(training)
     stock.train(training)
     net_input = sample(vocab)["net_input"]
     out, stock_out = model(**net_input)[0], stock(**net_input)[0]
     assert torch.allclose(out, stock_out, atol=1e-5)
-    plain = remove_targeted_dropout(copy.deepcopy(model)).train(training)
+    plain = remove_views(copy.deepcopy(model)).train(training)
     assert not torch.allclose(plain(**net_input)[0], out, atol=1e-3)  # the mask matters
 
 
 def test_eval_mask_is_deterministic_and_exact():
     model, _, _ = build(extra=["--td-gamma", "0.75", "--td-alpha", "0.5", "--td-eval-mask"])
     model.eval()
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         raw = module._parameters["weight"]
         assert torch.equal(module.weight, raw.masked_fill(targeted_weight_mask(raw, 0.75), 0)), name
         assert torch.equal(module.weight, module.weight)
@@ -105,7 +105,7 @@ def test_eval_mask_is_deterministic_and_exact():
 def test_incremental_decoding_sees_eval_mask():
     """Generation takes the slow attention path with incremental state: same masked weights."""
     model, _, vocab = build(extra=TD_ALL + ["--td-eval-mask"])
-    masks = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in td_modules(model)}
+    masks = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in views_of(model)}
     stock = zeroed_copy(model, masks).eval()
     model.eval()
     s = sample(vocab)["net_input"]
@@ -120,13 +120,13 @@ def test_incremental_decoding_sees_eval_mask():
 
 def test_default_targets_exclude_embeddings_and_selectable():
     model, _, _ = build(extra=["--share-all-embeddings", "--td-targets", "attn,ffn,embed,output"])
-    names = [n for n, _ in td_modules(model)]
+    names = [n for n, _ in views_of(model)]
     assert "encoder.embed_tokens" in names and "decoder.output_projection" in names
     embed = model.encoder.embed_tokens
     assert embed.td is model.decoder.output_projection.td  # tied: one controller
     assert model.decoder.output_projection._parameters["weight"] is embed._parameters["weight"]
     plain, _, _ = build()
-    assert not any("embed" in n or "output" in n for n, _ in td_modules(plain))
+    assert not any("embed" in n or "output" in n for n, _ in views_of(plain))
 
 
 def test_state_dict_keys_match_stock_transformer():
@@ -139,16 +139,16 @@ def test_state_dict_keys_match_stock_transformer():
 
 def test_td_type_none_attaches_nothing():
     model, _, _ = build(extra=["--td-type", "none"])
-    assert not td_modules(model)
+    assert not views_of(model)
 
 
 def test_unit_td_drops_rows_in_model():
     model, criterion, vocab = build(extra=["--td-type", "unit", "--td-gamma", "0.5", "--td-alpha", "1.0"])
-    units = {n: targeted_unit_mask(m._parameters["weight"], 0.5).flatten() for n, m in td_modules(model)}
+    units = {n: targeted_unit_mask(m._parameters["weight"], 0.5).flatten() for n, m in views_of(model)}
     model.train()
     loss, _, _ = criterion(model, sample(vocab))
     loss.backward()
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         grad = module._parameters["weight"].grad
         assert units[name].sum() == grad.shape[0] // 2, name
         assert (grad[units[name]] == 0).all(), name
@@ -158,7 +158,7 @@ def test_unit_td_drops_rows_in_model():
 def test_every_td_arch_exports_to_a_registered_stock_arch():
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
-    from td_fairseq.tools.checkpoint import STOCK_ARCH
+    from td_fairseq.tools.archs import STOCK_ARCH
     td_archs = {arch for arch, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "transformer_td"}
     assert td_archs == set(STOCK_ARCH)
     assert all(ARCH_MODEL_NAME_REGISTRY[stock] == "transformer" for stock in STOCK_ARCH.values())

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from td_fairseq.sparsity import cubic_sparsity, drop_fraction, remove_targeted_dropout, targeted_count, td_modules
+from td_fairseq.sparsity import cubic_sparsity, drop_fraction, remove_views, targeted_count, views_of
 from td_fairseq.sparsity.baselines import (BaselineConfig, GradualMagnitudePruning, L0Gate, Smallify,
                                            apply_baseline, fold_state_dict, gmp_mask_step)
 
@@ -293,10 +293,10 @@ def test_shared_weight_gets_one_view_and_views_are_removable():
     proj.weight = embed.weight
     model = nn.ModuleDict({"embed": embed, "proj": proj})
     views = apply_baseline(model, BaselineConfig(method="l0"), lambda name, m: True)
-    assert views["embed"] is views["proj"] and len(td_modules(model)) == 2
+    assert views["embed"] is views["proj"] and len(views_of(model)) == 2
     assert sum(1 for _ in model.parameters()) == 2  # the weight and one log_alpha
-    remove_targeted_dropout(model)
-    assert not td_modules(model)
+    remove_views(model)
+    assert not views_of(model)
 
 
 @pytest.mark.parametrize("bad", [dict(method="magic"), dict(method="l0", l0_form="row"),

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from td_fairseq.sparsity import (TDConfig, apply_targeted_dropout, attach, detach, drop_fraction,
-                                 remove_targeted_dropout, targeted_unit_mask, targeted_weight_mask, td_modules)
+from td_fairseq.sparsity import (TDConfig, apply_targeted_dropout, attach_view, detach_view, drop_fraction,
+                                 remove_views, targeted_unit_mask, targeted_weight_mask, views_of)
 
 
 def linear_with_td(**kw):
@@ -70,9 +70,9 @@ def test_state_dict_keys_unchanged_and_detach_restores_class():
     wrapped = copy.deepcopy(plain)
     apply_targeted_dropout(wrapped, TDConfig(), lambda n, m: True)
     assert list(wrapped.state_dict()) == list(plain.state_dict())
-    assert len(td_modules(wrapped)) == 2
-    remove_targeted_dropout(wrapped)
-    assert type(wrapped[0]) is nn.Linear and not td_modules(wrapped)
+    assert len(views_of(wrapped)) == 2
+    remove_views(wrapped)
+    assert type(wrapped[0]) is nn.Linear and not views_of(wrapped)
 
 
 def test_tied_parameter_gets_one_controller_and_stays_tied():
@@ -150,10 +150,10 @@ def test_config_validation(kw, message):
 def test_attach_twice_and_without_weight_is_refused():
     layer = linear_with_td()
     with pytest.raises(ValueError, match="already"):
-        attach(layer, layer.td)
+        attach_view(layer, layer.td)
     with pytest.raises(ValueError, match="no weight"):
-        attach(nn.ReLU(), layer.td)
-    detach(layer)
+        attach_view(nn.ReLU(), layer.td)
+    detach_view(layer)
     assert type(layer) is nn.Linear
 
 

@@ -90,7 +90,8 @@ def test_parameter_count_and_kept_units(compacted, trained_checkpoint, data_bin)
 
 def test_per_layer_widths_load_through_the_plugin(trained_checkpoint, data_bin, tmp_path):
     """Widths that differ between layers (not reachable from the script) still load and match the mask."""
-    from td_fairseq.tools.checkpoint import load_checkpoint, save_checkpoint, stock_checkpoint
+    from td_fairseq.files import save_torch
+    from td_fairseq.tools.checkpoint import load_checkpoint, stock_checkpoint
     from td_fairseq.tools.compact import compact_state, masked_state, plan_compaction
     state = stock_checkpoint(load_checkpoint(str(trained_checkpoint)))
     plan = plan_compaction(state, 0.25, heads=True)
@@ -102,15 +103,15 @@ def test_per_layer_widths_load_through_the_plugin(trained_checkpoint, data_bin, 
     assert model_cfg["arch"] == "transformer_compact"
     assert model_cfg["compact_encoder_ffn"] == "100,192" and model_cfg["compact_decoder_ffn"] == "192,30"
     assert model_cfg["compact_decoder_cross_heads"] == "1,2" and model_cfg["compact_encoder_heads"] == "2,2"
-    save_checkpoint(compact, str(tmp_path / "compact.pt"))
-    save_checkpoint(masked_state(state, plan), str(tmp_path / "masked.pt"))
+    save_torch(compact, str(tmp_path / "compact.pt"))
+    save_torch(masked_state(state, plan), str(tmp_path / "masked.pt"))
     hyps, logprobs, _ = decode(tmp_path / "compact.pt", data_bin)
     masked_hyps, masked_logprobs, _ = decode(tmp_path / "masked.pt", data_bin)
     assert hyps == masked_hyps
     assert torch.allclose(logprobs, masked_logprobs, atol=1e-5, rtol=0)
     # the check can fail: keep other units than the masked model does and the outputs move
     wrong = dict(plan, ffn=dict(plan["ffn"], **{"decoder.layers.1": plan["ffn"]["decoder.layers.1"] + 1}))
-    save_checkpoint(compact_state(state, wrong), str(tmp_path / "wrong.pt"))
+    save_torch(compact_state(state, wrong), str(tmp_path / "wrong.pt"))
     _, wrong_logprobs, _ = decode(tmp_path / "wrong.pt", data_bin)
     assert (wrong_logprobs - masked_logprobs).abs().max() > 1e-3
 

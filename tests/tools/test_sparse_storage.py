@@ -130,10 +130,11 @@ def made_up_checkpoint(layers=4, dim=256, ffn=1024, vocab=500, seed=0):
 
 def sizes_at(state, sparsity, tmp_path):
     from td_fairseq.sparsity import PruneRanking
-    from td_fairseq.tools.checkpoint import prunable_weights, save_checkpoint
+    from td_fairseq.files import save_torch
+    from td_fairseq.tools.checkpoint import prunable_weights
     weights = prunable_weights(state["model"], "attn,ffn")
     pruned = dict(state, model={**state["model"], **PruneRanking(weights).prune(weights, sparsity)})
-    save_checkpoint(pruned, str(tmp_path / "dense.pt"))
+    save_torch(pruned, str(tmp_path / "dense.pt"))
     pack(tmp_path / "dense.pt", tmp_path / "packed")
     return os.path.getsize(tmp_path / "packed") / os.path.getsize(tmp_path / "dense.pt")
 

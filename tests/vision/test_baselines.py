@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from td_fairseq.sparsity import TDConfig, apply_targeted_dropout, td_modules
+from td_fairseq.sparsity import TDConfig, apply_targeted_dropout, views_of
 from td_fairseq.sparsity.baselines import METHODS, BaselineConfig, apply_baseline
 from td_fairseq.vision import (BASELINE_DEFAULTS, ResNet, TrainConfig, accuracy, load_checkpoint, load_digits,
                                make_checkpoint, regularization_loss, save_checkpoint, td_selector, train_resnet)
@@ -64,10 +64,10 @@ def test_every_baseline_trains_on_the_td_targets(small, method):
 def test_the_loop_tells_the_views_the_update_count(trained):
     gmp, _ = load_checkpoint(trained["gmp"], with_td=True)
     smallify, _ = load_checkpoint(trained["smallify"], with_td=True)
-    for name, module in td_modules(gmp):
+    for name, module in views_of(gmp):
         assert int(module.td.mask_step) == 2  # the last of 2 mask updates, after 4 updates
         assert 0.4 < module.td.mask.float().mean() <= 0.5, name
-    for _, module in td_modules(smallify):
+    for _, module in views_of(smallify):
         assert (module.td.sign_mean > 0).all()  # the statistics moved: num_updates > 0 reached them
 
 
@@ -97,7 +97,7 @@ def test_views_parameters_get_no_weight_decay():
 def test_loaded_model_is_folded_and_matches_the_views(small, trained, method):
     viewed, checkpoint = load_checkpoint(trained[method], with_td=True)
     folded, _ = load_checkpoint(trained[method])
-    assert len(td_modules(viewed)) == 8 and not td_modules(folded)
+    assert len(views_of(viewed)) == 8 and not views_of(folded)
     assert not any(".td." in k for k in folded.state_dict())
     x = small.test_x
     with torch.no_grad():
@@ -115,7 +115,7 @@ def test_checkpoint_without_baseline_key_still_loads(tmp_path):
     save_checkpoint(str(tmp_path / "old.pt"), checkpoint)
     plain, _ = load_checkpoint(str(tmp_path / "old.pt"))
     with_td, _ = load_checkpoint(str(tmp_path / "old.pt"), with_td=True)
-    assert not td_modules(plain) and len(td_modules(with_td)) == 8
+    assert not views_of(plain) and len(views_of(with_td)) == 8
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in plain.state_dict().items())
 
 

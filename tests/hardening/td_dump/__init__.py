@@ -20,7 +20,7 @@ from fairseq.criterions import register_criterion
 import td_fairseq  # noqa: F401  (registers transformer_td and the TD criterion)
 from td_fairseq.criterions.label_smoothed_cross_entropy_td import (LabelSmoothedCrossEntropyTDConfig,
                                                                    LabelSmoothedCrossEntropyTDCriterion)
-from td_fairseq.sparsity import targeted_unit_mask, targeted_weight_mask, td_modules
+from td_fairseq.sparsity import targeted_unit_mask, targeted_weight_mask, views_of
 
 
 @dataclass
@@ -38,7 +38,7 @@ def unwrap(model):
 def snapshot(model, sample):
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     targeted, dropped, seen = {}, {}, set()
-    for name, module in td_modules(model):
+    for name, module in views_of(model):
         if id(module.td) in seen:
             continue
         seen.add(id(module.td))
@@ -48,7 +48,7 @@ def snapshot(model, sample):
         targeted[name] = mask_of(raw, gamma, module.td.random_score)
         if module.td._last_dropped is not None:
             dropped[name] = module.td._last_dropped.clone()
-    num_updates = td_modules(model)[0][1].td.num_updates
+    num_updates = views_of(model)[0][1].td.num_updates
     return num_updates, {"weights": weights, "targeted": targeted, "dropped": dropped,
                          "ids": sample["id"].clone()}
 

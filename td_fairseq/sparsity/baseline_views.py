@@ -1,20 +1,18 @@
-"""The baselines' weight views: modules that map a raw weight to the weight seen in forward.
+"""The baselines' weight views (``views.WeightView`` subclasses), attached like targeted dropout.
 
-Each is attached as a module's ``td`` submodule by ``td.attach`` (see ``baselines``), so
-every reader of ``.weight`` sees ``view(raw_weight)``; each offers the hooks of
-``TargetedDropout`` (``set_num_updates``, ``rates``, ``drop_stats``) plus
-``regularization_loss()``, which the criterion's hook adds to the objective. Gates, log
+Each offers the hooks of every view (``set_num_updates``, ``rates``, ``log_values``,
+``drop_stats``, ``regularization_loss()``, which the criterion's hook adds to the objective). Gates, log
 alphas and penalty sums are computed in float32: under --fp16 a sum over millions of
 weights overflows half precision.
 """
 import math
-from typing import Optional
 
 import torch
 from torch import nn
 
 from .masks import bernoulli_mask, targeted_weight_mask
 from .schedules import cubic_sparsity
+from .views import WeightView
 
 L0_BETA, L0_ZETA, L0_GAMMA = 2.0 / 3.0, 1.1, -0.1
 L0_INIT_DROP = 0.1  # log_alpha starts at log(0.9 / 0.1), as in Gale et al.'s L0 layers
@@ -26,40 +24,6 @@ VD_K1, VD_K2, VD_K3 = 0.63576, 1.87320, 1.48695
 def unit_shape(weight_shape) -> tuple:
     """[out, 1, ...]: one entry per unit, broadcasting over the unit's weights."""
     return (weight_shape[0],) + (1,) * (len(weight_shape) - 1)
-
-
-class WeightView(nn.Module):
-    """Common interface of the views: the same hooks as ``TargetedDropout``.
-
-    ``rates`` is (fraction of weights the view may remove, probability of removing one),
-    logged by the criterion like TD's (gamma, alpha); ``drop_stats`` feeds its drop log.
-    The raw weight is kept by reference (not registered: keys stay unchanged).
-    """
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self._raw = [weight]
-        self.num_updates = 0
-        self._last_dropped = None
-
-    @property
-    def raw_weight(self) -> torch.Tensor:
-        return self._raw[0]
-
-    def set_num_updates(self, num_updates: int):
-        self.num_updates = num_updates
-
-    @property
-    def rates(self):
-        return 0.0, 0.0
-
-    def drop_stats(self, weight_numel: int):
-        if self._last_dropped is None:
-            return None
-        return self._last_dropped.sum() * (weight_numel // self._last_dropped.numel()), weight_numel
-
-    def regularization_loss(self) -> Optional[torch.Tensor]:
-        return None
 
 
 class RandomDropout(WeightView):
@@ -78,6 +42,9 @@ class RandomDropout(WeightView):
     @property
     def rates(self):
         return 1.0, self.rate
+
+    def log_values(self):
+        return {"drop_rate": self.rate}
 
     def forward(self, weight):
         if not self.training or self.rate <= 0:
@@ -219,6 +186,9 @@ class GradualMagnitudePruning(WeightView):
         step = int(self.mask_step) if self._known_step is None else self._known_step
         return self.sparsity_at(step), 1.0
 
+    def log_values(self):
+        return {"gmp_sparsity": self.rates[0]}
+
     def update_mask(self, weight: torch.Tensor) -> bool:
         """Recompute the mask if the schedule reached a new update step; True if it did."""
         step = gmp_mask_step(self.num_updates, self.start, self.steps, self.interval)
@@ -271,6 +241,9 @@ class Smallify(WeightView):
     def rates(self):
         return float(self.pruned.float().mean()), 1.0
 
+    def log_values(self):
+        return {"smallify_pruned": self.pruned.float().mean()}  # a tensor: no host sync per step
+
     def update_statistics(self) -> bool:
         """Fold the switches' signs into the statistics once per new update; True if it did."""
         if self.num_updates <= 0 or self.num_updates == self._known_update:
@@ -295,3 +268,28 @@ class Smallify(WeightView):
 
     def extra_repr(self):
         return f"coef={self.coef}, momentum={self.momentum}, threshold={self.threshold}"
+
+
+class FrozenMask(WeightView):
+    """The weight with a fixed set of entries held at zero: fine-tuning a pruned model.
+
+    The mask is a saved buffer (by default the weight's zeros when attached; a loader that
+    attaches before loading weights sets it from the loaded ones), so a resumed run keeps
+    it. Masked entries read exactly zero and get zero gradient, whatever the optimizer does
+    to the raw values, so no optimizer or ``.data`` edit is needed.
+    """
+
+    def __init__(self, weight, mask=None):
+        super().__init__(weight)
+        mask = weight.detach() == 0 if mask is None else mask.to(torch.bool)
+        self.register_buffer("mask", mask.clone())
+
+    @property
+    def rates(self):
+        return 0.0, 0.0
+
+    def log_values(self):
+        return {"frozen_sparsity": self.mask.float().mean()}
+
+    def forward(self, weight):
+        return weight.masked_fill(self.mask, 0.0)
