@@ -10,7 +10,9 @@ import sys
 from ..cli import UserError
 from ..synthetic import write_corpus
 from .prepare import prepare
+from ..sparsity.sweep import SweepConfig
 from .sweep import format_table, run_sweep
+from .translate import DecodeConfig
 
 MODELS = {
     "no_td": ["--td-type", "none"],
@@ -56,9 +58,9 @@ def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=2
         log(f"train {label}: {max_update} updates of transformer_td_tiny ({' '.join(td_args)})")
         checkpoints.append(train(data_bin, os.path.join(out_dir, "checkpoints", label), td_args, max_update, log))
     log("sweep: weight pruning per unit, beam 4, sacreBLEU against the raw test references")
-    rows = run_sweep(data_bin, checkpoints, list(MODELS), levels, os.path.join(out_dir, "sweep"), beam=4,
-                     spm_model=os.path.join(data, "spm.model"), ref=os.path.join(data, "clean", "test.de"),
-                     reference_label="no_td", command=command, progress=False)
+    decode = DecodeConfig(beam=4, spm=os.path.join(data, "spm.model"), ref=os.path.join(data, "clean", "test.de"))
+    rows = run_sweep(data_bin, checkpoints, list(MODELS), SweepConfig(tuple(levels)), decode,
+                     os.path.join(out_dir, "sweep"), reference_label="no_td", command=command, progress=False)
     log(format_table(rows))
     log(f"results: {os.path.join(out_dir, 'sweep', 'results.csv')}, plot: "
         f"{os.path.join(out_dir, 'sweep', 'bleu_vs_sparsity.png')}")

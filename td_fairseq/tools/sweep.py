@@ -1,153 +1,103 @@
-"""BLEU against sparsity: load each checkpoint once, rank its weights once, then for each
-level prune in memory, translate with fairseq's generator and score with sacreBLEU.
+"""BLEU against sparsity: load each checkpoint once, rank (or calibrate) once, then for each level
+prune in memory, translate and score (the core's ``prune_evaluate`` with ``TranslationEvaluator``).
 
-Evaluation applies exactly the requested pruning to the trained weights and nothing else:
-the TD machinery (and so ``--td-eval-mask``) is removed after loading. A baseline's view is
-made permanent first (gates, log sigma^2, GMP masks, switches folded into the weights, as
-export does), so its model is evaluated as trained; ``score="own"`` then ranks by the
-method's own score where it has one (``sparsity.scores``).
+Reruns into an existing folder add only missing rows. A folder holds one set of *settings* (data,
+subset, reference, detokenizer, decoding, targets): a rerun whose settings differ is refused with
+a line naming the setting, so the table, the plot and results.csv never mix numbers made
+differently. Rows of different pruning (mode, scope, score, pruner, pattern, calibration) live
+side by side; each is keyed by all of those, its label, and its checkpoint's path, size and mtime.
 """
 import os
 import time
 
-import torch
-
 from ..files import UserError, check_out_dir
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
-from ..sparsity import PruneRanking, check_sparsity, parse_kinds, remove_views, sparsity_report
-from ..sparsity.baselines import fold_state_dict
+from ..sparsity import parse_kinds
 from ..sparsity.scores import own_scores
 from ..sparsity.selection import is_weight_matrix_key
-from .checkpoint import STOCK_ARCH, arch_of
+from ..sparsity.sweep import MagnitudePruner, SweepConfig, prune_evaluate
+from .translate import (DecodeConfig, TranslationEvaluator, check_max_tokens, load_spm, load_subset,
+                        load_translation_model, read_reference, resolve_device)
 
 SCORES = ("magnitude", "own")
-COLUMNS = SWEEP_COLUMNS + ["score", "ranked_by", "bleu", "chrf", "retention", "signature", "decode_seconds", "sentences",
-                           "beam", "lenpen", "max_len_a", "max_len_b", "device", "command", "commit", "machine"]
+PRUNERS = ("magnitude", "wanda", "sparsegpt")
+MASK_GROUPS = ("row", "block")
+SETTINGS = ("data_bin", "subset", "ref", "spm", "beam", "lenpen", "max_len_a", "max_len_b", "targets")
+ROW_KEY = ("label", "checkpoint", "checkpoint_size", "checkpoint_mtime", "mode", "scope", "score", "pruner",
+           "pattern", "mask_groups", "calib_sentences", "calib_seed")
+COLUMNS = SWEEP_COLUMNS + [
+    "score", "ranked_by", "pruner", "pattern", "mask_groups", "calib_sentences", "calib_seed", "calib_split",
+    "prune_seconds", "bleu", "chrf", "retention", "signature", "decode_seconds", "sentences", "beam", "lenpen",
+    "max_len_a", "max_len_b", "targets", "subset", "data_bin", "ref", "spm", "device", "checkpoint_size",
+    "checkpoint_mtime", "command", "commit", "machine"]
+CHECKPOINT_FILES = ("checkpoint_last", "checkpoint_best")
 
 
-def fold_views(model):
-    """Fold the baselines' views into plain weights and detach every view (TD included).
-    Returns the state dict as it was before, for ``own_scores``."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    folded = fold_state_dict(state)
-    remove_views(model)
-    model.load_state_dict({k: folded[k] for k in model.state_dict()})
-    return state
+def default_labels(checkpoints) -> list:
+    """The file name, or its folder's for fairseq's own names (checkpoint_last.pt, checkpoint12.pt)."""
+    labels = []
+    for path in checkpoints:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        fairseq_name = stem in CHECKPOINT_FILES or (stem.startswith("checkpoint") and stem[10:].isdigit())
+        labels.append(os.path.basename(os.path.dirname(os.path.abspath(path))) if fairseq_name else stem)
+    return labels
 
 
-def load_translation_model(path: str, data_bin: str):
-    """(model, task, state before folding) from a checkpoint, views folded and removed;
-    one-line errors for bad input."""
-    from fairseq import checkpoint_utils
-
-    import td_fairseq.models  # noqa: F401  (TD archs must be registered to load TD checkpoints)
-    if not os.path.isdir(data_bin):
-        raise UserError(f"data-bin directory not found: {data_bin}")
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
-    overrides = {"data": data_bin}
-    try:
-        state = checkpoint_utils.load_checkpoint_to_cpu(path, overrides)
-    except Exception as error:  # fairseq and torch raise many types for a bad file
-        raise UserError(f"cannot read checkpoint {path} (truncated or not a fairseq checkpoint): "
-                        f"{str(error).splitlines()[0][:200] if str(error) else type(error).__name__}")
-    arch = arch_of(state)
-    if arch not in STOCK_ARCH and arch not in STOCK_ARCH.values():
-        raise UserError(f"checkpoint {path} has arch {arch!r}, not a Transformer this tool evaluates")
-    try:
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], overrides, state=state)
-    except FileNotFoundError as error:
-        raise UserError(f"data-bin {data_bin} lacks a file the checkpoint's task needs: {error.filename or error}")
-    except RuntimeError as error:
-        if "size mismatch" in str(error):
-            raise UserError(f"the dictionary in {data_bin} does not match checkpoint {path} (embedding sizes differ)")
-        raise
-    state = fold_views(models[0])
-    return models[0].eval(), task, state
+def check_labels(checkpoints, labels) -> list:
+    labels = list(labels) if labels else default_labels(checkpoints)
+    if len(labels) != len(checkpoints):
+        raise UserError(f"{len(checkpoints)} checkpoints but {len(labels)} labels")
+    for label in set(labels):
+        paths = {os.path.abspath(c) for c, l in zip(checkpoints, labels) if l == label}
+        if labels.count(label) > 1:
+            raise UserError(f"label {label!r} is given to {len(paths)} checkpoints ({', '.join(sorted(paths))}); "
+                            "labels must be unique: give one --label per checkpoint")
+    return labels
 
 
-def translate(model, task, subset: str, beam: int, lenpen: float, max_len_a: float, max_len_b: int,
-              max_tokens: int, spm=None, device="cpu"):
-    """(hypotheses, references) detokenized, in corpus order, and decoding seconds."""
-    from fairseq import utils
-    from fairseq.dataclass.configs import GenerationConfig
-
-    dataset = task.dataset(subset)
-    generator = task.build_generator([model], GenerationConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a,
-                                                               max_len_b=max_len_b))
-    batches = task.get_batch_iterator(
-        dataset=dataset, max_tokens=max_tokens,
-        max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
-        ignore_invalid_inputs=False, seed=1, num_workers=0).next_epoch_itr(shuffle=False)
-    tgt_dict = task.target_dictionary
-    detok = (lambda s: spm.decode(s.split())) if spm is not None else (lambda s: s)
-    # Without a model, undo sentencepiece pieces only if the dictionary holds any.
-    pieces = spm is None and any(symbol.startswith("\u2581") for symbol in tgt_dict.symbols)
-    bpe = "sentencepiece" if pieces else None
-    hyps, refs = [None] * len(dataset), [None] * len(dataset)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for sample in batches:
-            if torch.device(device).type == "cuda":
-                sample = utils.move_to_cuda(sample, device)
-            output = task.inference_step(generator, [model], sample)
-            for i, sample_id in enumerate(sample["id"].tolist()):
-                hyps[sample_id] = detok(tgt_dict.string(output[i][0]["tokens"].int().cpu(), bpe))
-                ref = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
-                refs[sample_id] = detok(tgt_dict.string(ref, bpe, escape_unk=True))
-    return hyps, refs, time.perf_counter() - start
+def settings_of(data_bin, decode: DecodeConfig, kinds) -> dict:
+    return {"data_bin": os.path.abspath(data_bin), "subset": decode.subset,
+            "ref": decode.ref and os.path.abspath(decode.ref), "spm": decode.spm and os.path.abspath(decode.spm),
+            "beam": decode.beam, "lenpen": decode.lenpen, "max_len_a": decode.max_len_a,
+            "max_len_b": decode.max_len_b, "targets": ",".join(kinds)}
 
 
-def load_subset(task, data_bin: str, subset: str) -> int:
-    """Load ``subset`` into ``task``; one-line errors for a missing, empty or misaligned one.
-    Returns its number of sentences."""
-    pair = f"{task.cfg.source_lang}-{task.cfg.target_lang}"
-    for lang in (task.cfg.source_lang, task.cfg.target_lang):
-        binary = os.path.join(data_bin, f"{subset}.{pair}.{lang}.bin")
-        if os.path.isfile(binary) and os.path.getsize(binary) == 0:  # fairseq cannot even open it
-            raise UserError(f"the '{subset}' subset of {data_bin} is empty")
-    try:
-        task.load_dataset(subset)
-    except FileNotFoundError:
-        raise UserError(f"data-bin {data_bin} has no '{subset}' subset")
-    except (ValueError, AssertionError) as error:  # fairseq: an empty .bin, sides of unequal length
-        raise UserError(f"cannot load the '{subset}' subset of {data_bin}: {error}")
-    if len(task.dataset(subset)) == 0:
-        raise UserError(f"the '{subset}' subset of {data_bin} is empty")
-    return len(task.dataset(subset))
+def check_settings(rows, settings, out_dir) -> None:
+    """Refuse a folder whose rows were made with other settings (naming the first that differs)."""
+    for row in rows:
+        for name in SETTINGS:
+            if name not in row:
+                raise UserError(f"{out_dir} holds rows of an older td_fairseq that does not record '{name}'; "
+                                "choose another --out")
+            if row[name] != settings[name]:
+                raise UserError(f"{out_dir} holds rows made with {name} = {row[name]!r}, this run asks for "
+                                f"{settings[name]!r}: choose another --out (one folder, one set of settings)")
 
 
-def read_reference(path: str, expected: int) -> list:
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except FileNotFoundError:
-        raise UserError(f"reference file not found: {path}")
-    except UnicodeDecodeError:
-        raise UserError(f"reference file {path} is not UTF-8")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if len(lines) != expected:
-        raise UserError(f"reference {path} has {len(lines)} lines but the test set has {expected} sentences")
-    return lines
+def check_label_owners(rows, checkpoints, labels, out_dir) -> None:
+    for path, label in zip(checkpoints, labels):
+        owners = {r["checkpoint"] for r in rows if r["label"] == label} - {os.path.abspath(path)}
+        if owners:
+            raise UserError(f"label {label!r} in {out_dir} belongs to {owners.pop()}, not {os.path.abspath(path)}: "
+                            "give another --label")
 
 
-def bleu_chrf(hyps, refs):
-    from sacrebleu.metrics import BLEU, CHRF
-    bleu, chrf = BLEU(), CHRF()
-    b = bleu.corpus_score(hyps, [refs])
-    c = chrf.corpus_score(hyps, [refs])
-    return b.score, c.score, str(bleu.get_signature())
+def row_key(row) -> tuple:
+    return tuple(row.get(k) for k in ROW_KEY) + (round(float(row["requested_sparsity"]), 6),)
 
 
-def load_spm(path: str):
-    import sentencepiece
-    if not os.path.isfile(path):
-        raise UserError(f"sentencepiece model not found: {path}")
-    try:
-        return sentencepiece.SentencePieceProcessor(model_file=path)
-    except (RuntimeError, OSError) as error:
-        raise UserError(f"cannot read sentencepiece model {path}: {str(error).splitlines()[0][:200]}")
+def series(row) -> str:
+    """A row's curve: its label, plus how it was pruned when that is not the paper's default."""
+    parts = [row.get("pruner", "magnitude")] if row.get("pruner", "magnitude") != "magnitude" else []
+    if row.get("mode", "weight") != "weight":
+        parts.append(f"{row['mode']} pruning")
+    if row.get("pattern", "unstructured") != "unstructured":
+        parts.append(row["pattern"])
+    if row.get("score", "magnitude") != "magnitude":
+        parts.append(f"{row['score']} score")
+    if row.get("mask_groups") == "block":
+        parts.append("block masks")
+    return row["label"] + (f" [{', '.join(parts)}]" if parts else "")
 
 
 def add_retention(rows, reference_label):
@@ -158,23 +108,8 @@ def add_retention(rows, reference_label):
         r["retention"] = round(r["bleu"] / dense[0], 4) if dense and dense[0] > 0 else ""
 
 
-def row_key(row):
-    return (row["label"], row["checkpoint"], row["mode"], row["scope"], row.get("score") or "magnitude",
-            round(float(row["requested_sparsity"]), 6))
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
-
-
 def ranking_scores(state, originals, mode, score):
-    """(scores for PruneRanking or None, what was ranked by: the 'ranked_by' column)."""
+    """(scores for the ranking or None, what was ranked by: the 'ranked_by' column)."""
     if score == "magnitude":
         return None, "magnitude"
     own = {k: v for k, v in own_scores(state, mode).items() if k in originals}
@@ -184,84 +119,117 @@ def ranking_scores(state, originals, mode, score):
     return {k: value for k, (_, value) in own.items()}, "+".join(names)
 
 
-def run_sweep(data_bin, checkpoints, labels, sparsities, out_dir, mode="weight", scope="unit", kinds="attn,ffn",
-              subset="test", beam=5, lenpen=1.0, max_len_a=1.2, max_len_b=10, max_tokens=4000, spm_model=None,
-              ref=None, reference_label=None, command=None, progress=True, score="magnitude", device="auto"):
-    """Run (or resume) the sweep; rows are written after every level. Returns all rows."""
+def make_pruner(config: SweepConfig, model, task, params, originals, state, score, calibration):
+    """(pruner, its row fields): magnitude ranks once; Wanda and SparseGPT calibrate first."""
+    if config.pruner == "magnitude":
+        scores, ranked_by = ranking_scores(state, originals, config.mode, score)
+        return MagnitudePruner(originals, config.mode, config.scope, scores), {"ranked_by": ranked_by}
+    if config.mode != "weight" or config.scope != "unit" or score != "magnitude":
+        raise UserError(f"--pruner {config.pruner} prunes weights per output row: it needs --mode weight "
+                        "--scope unit --score magnitude")
+    from ..sparsity.pruners import make_pruner as make_calibrated
+    from .calibration import calibration_feed
+    sentences, seed, mask_groups = calibration
+    feed, info = calibration_feed(model, task, sentences, seed)
+    pruner = make_calibrated(config.pruner, model, params, feed, mask_groups, info)
+    return pruner, {"ranked_by": config.pruner, **info}
+
+
+def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: DecodeConfig, out_dir,
+              kinds="attn,ffn", max_tokens=4000, reference_label=None, command=None, progress=True,
+              score="magnitude", device="auto", calibration=(128, 1, "row")):
+    """Run (or resume) the sweep; rows are written after every level. Returns all rows.
+    ``calibration``: (sentences, seed, mask groups) for Wanda and SparseGPT."""
     try:
-        levels = [check_sparsity(s) for s in sparsities]
         kinds = parse_kinds(kinds)
     except ValueError as error:
         raise UserError(str(error))
-    if beam < 1:
-        raise UserError(f"--beam must be at least 1, got {beam}")
-    if score not in SCORES:
-        raise UserError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
     device = resolve_device(device)
-    labels = list(labels) if labels else [os.path.splitext(os.path.basename(c))[0] for c in checkpoints]
-    if len(labels) != len(checkpoints):
-        raise UserError(f"{len(checkpoints)} checkpoints but {len(labels)} labels")
+    labels = check_labels(checkpoints, labels)
     if reference_label is not None and reference_label not in labels:
         raise UserError(f"--reference-label {reference_label!r} is not one of the labels {labels}")
-    spm = load_spm(spm_model) if spm_model is not None else None
+    spm = load_spm(decode.spm) if decode.spm is not None else None
     created = not os.path.isdir(out_dir)
     out_dir = check_out_dir(out_dir, *checkpoints)
     if created:  # it can be made; make it at the first row, so that bad input found later leaves nothing
         os.rmdir(out_dir)
     rows = load_rows(out_dir)
+    settings = settings_of(data_bin, decode, kinds)
+    check_settings(rows, settings, out_dir)
+    check_label_owners(rows, checkpoints, labels, out_dir)
     done = {row_key(r) for r in rows}
+    calibrated = config.pruner != "magnitude"
     from tqdm import tqdm
     # closing the bar ends its line, so an error message starts on a line of its own
-    with tqdm(total=len(checkpoints) * len(levels), desc="sweep", disable=not progress, unit="level") as bar:
+    with tqdm(total=len(checkpoints) * len(config.levels), desc="sweep", disable=not progress, unit="level") as bar:
         for path, label in zip(checkpoints, labels):
-            base = {"label": label, "checkpoint": os.path.abspath(path), "mode": mode, "scope": scope,
-                    "score": score}
-            pending = [s for s in levels if row_key(dict(base, requested_sparsity=s)) not in done]
-            bar.update(len(levels) - len(pending))
+            stat = os.stat(path) if os.path.isfile(path) else None
+            base = {"label": label, "checkpoint": os.path.abspath(path), "mode": config.mode, "scope": config.scope,
+                    "score": score, "pruner": config.pruner, "pattern": config.pattern_name,
+                    "mask_groups": calibration[2] if calibrated else "row",
+                    "calib_sentences": calibration[0] if calibrated else 0,
+                    "calib_seed": calibration[1] if calibrated else "", "calib_split": "",
+                    "checkpoint_size": stat and stat.st_size, "checkpoint_mtime": stat and int(stat.st_mtime),
+                    **settings}
+            pending = [s for s in config.levels if row_key(dict(base, requested_sparsity=s)) not in done]
+            bar.update(len(config.levels) - len(pending))
             if not pending:
                 continue
             model, task, state = load_translation_model(path, data_bin)
             model.to(device)
-            sentences = load_subset(task, data_bin, subset)
-            references = read_reference(ref, sentences) if ref else None
-            params = dict(model.named_parameters())
-            # ranked and pruned on the CPU, copied into the model wherever it runs
-            originals = {k: p.detach().cpu().clone() for k, p in params.items() if is_weight_matrix_key(k, p, kinds)}
-            if not originals:
+            sentences = load_subset(task, data_bin, decode.subset)
+            check_max_tokens(task, decode.subset, max_tokens)
+            references = read_reference(decode.ref, sentences) if decode.ref else None
+            params = {k: p for k, p in model.named_parameters() if is_weight_matrix_key(k, p, kinds)}
+            if not params:
                 raise UserError(f"--targets {','.join(kinds)} selects no weight of {path} "
                                 f"(a tied output projection is the embedding: use --targets embed)")
-            scores, base["ranked_by"] = ranking_scores(state, originals, mode, score)
-            ranking = PruneRanking(originals, mode, scope, scores)
-            for sparsity in pending:
-                pruned = ranking.prune(originals, sparsity)
-                with torch.no_grad():
-                    for name, tensor in pruned.items():
-                        params[name].copy_(tensor)
-                hyps, refs, seconds = translate(model, task, subset, beam, lenpen, max_len_a, max_len_b,
-                                                max_tokens, spm, device)
-                bleu, chrf, signature = bleu_chrf(hyps, references or refs)
-                measured = round(sparsity_report(pruned)["global"], 6)
-                rows.append(dict(base, requested_sparsity=sparsity, measured_sparsity=measured,
-                                 bleu=round(bleu, 2), chrf=round(chrf, 2), retention="", signature=signature,
-                                 decode_seconds=round(seconds, 2), sentences=len(hyps), beam=beam, lenpen=lenpen,
-                                 max_len_a=max_len_a, max_len_b=max_len_b, device=device, command=command or command_line(),
+            # ranked and pruned on the CPU, copied into the model wherever it runs
+            originals = {k: p.detach().cpu().clone() for k, p in params.items()}
+            start = time.perf_counter()
+            pruner, fields = make_pruner(config, model, task, params, originals, state, score, calibration)
+            base.update(fields, prune_seconds=round(time.perf_counter() - start, 2))
+            evaluate = TranslationEvaluator(model, task, decode, max_tokens, device, spm, references)
+            timed = _Timed(pruner, config)
+
+            def on_row(row):
+                row.pop("per_layer_sparsity")
+                row["prune_seconds"] = round(base["prune_seconds"] + timed.seconds, 2)
+                rows.append(dict(base, **row, device=device, command=command or command_line(),
                                  commit=git_commit(), machine=machine()))
                 add_retention(rows, reference_label)
                 os.makedirs(out_dir, exist_ok=True)
                 write_rows(out_dir, rows, COLUMNS)
-                plot_curves(rows, "bleu", os.path.join(out_dir, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
-                            f"{mode} pruning, scope {scope}")
+                plot_curves([dict(r, label=series(r)) for r in rows], "bleu",
+                            os.path.join(out_dir, "bleu_vs_sparsity.png"), "BLEU (sacreBLEU)",
+                            f"pruned {','.join(kinds)} weights")
                 bar.update(1)
+
+            prune_evaluate(params, timed, pending, evaluate, config.pattern, on_row)
     return rows
 
 
+class _Timed:
+    """The pruner at the level a pattern imposes, its seconds added to the row (each row reports
+    its pruner's cost: calibration once, plus this level's pruning)."""
+
+    def __init__(self, pruner, config: SweepConfig):
+        self.pruner, self.config, self.seconds = pruner, config, 0.0
+
+    def prune(self, level, pattern=None):
+        start = time.perf_counter()
+        out = self.pruner.prune(self.config.level_of(level), pattern)
+        self.seconds = time.perf_counter() - start
+        return out
+
+
 def format_table(rows) -> str:
-    """BLEU per sparsity level (rows) and label (columns)."""
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+    """BLEU per sparsity level (rows) and curve (columns)."""
+    names = list(dict.fromkeys(series(r) for r in rows))
     levels = sorted({float(r["requested_sparsity"]) for r in rows})
-    cell = {(r["label"], float(r["requested_sparsity"])): r for r in rows}
-    lines = ["| pruned | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    cell = {(series(r), float(r["requested_sparsity"])): r for r in rows}
+    lines = ["| pruned | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for s in levels:
-        values = [f"{cell[(l, s)]['bleu']:.2f}" if (l, s) in cell else "" for l in labels]
+        values = [f"{cell[(n, s)]['bleu']:.2f}" if (n, s) in cell else "" for n in names]
         lines.append(f"| {s * 100:.0f} % | " + " | ".join(values) + " |")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("compact_checkpoint",
 compact_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compact_script)
 
-DECODE = dict(beam=5, lenpen=1.0, max_len_a=1.2, max_len_b=10, max_tokens=4000)
+DECODE = dict(beam=5, lenpen=1.0, max_len_a=1.2, max_len_b=10)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,10 @@ def load(path, data_bin):
 
 def decode(path, data_bin):
     """(hypotheses of the test set, teacher-forced log-probs of its first batch, model)."""
-    from td_fairseq.tools.sweep import translate
+    from td_fairseq.tools.translate import DecodeConfig, translate
     model, task = load(path, data_bin)
     task.load_dataset("test")
-    hyps, _, _ = translate(model, task, "test", **DECODE)
+    hyps, _, _ = translate(model, task, DecodeConfig("test", **DECODE), 4000)
     sample = next(iter(task.get_batch_iterator(dataset=task.dataset("test"), max_tokens=4000, seed=1,
                                                num_workers=0).next_epoch_itr(shuffle=False)))
     with torch.no_grad():
@@ -132,12 +132,12 @@ def interactive(path, data_bin, corpus_dir, cwd, *extra):
 def test_fairseq_interactive_and_hub_load_compact_checkpoints(compacted, data_bin, corpus_dir, tmp_path):
     from fairseq.models.transformer import TransformerModel
 
-    from td_fairseq.tools.sweep import translate
+    from td_fairseq.tools.translate import DecodeConfig, translate
     expected = {}
     for name in ("ffn", "heads"):
         model, task = load(compacted / f"{name}.pt", data_bin)
         task.load_dataset("test")
-        expected[name] = translate(model, task, "test", **DECODE)[0][:2]
+        expected[name] = translate(model, task, DecodeConfig("test", **DECODE), 4000)[0][:2]
     # stock checkpoint: plain fairseq, outside the repo, no --user-dir; heads need the plugin
     assert interactive(compacted / "ffn.pt", data_bin, corpus_dir, tmp_path) == expected["ffn"]
     plugin = os.path.dirname(td_fairseq.__file__)

@@ -84,7 +84,7 @@ def l0_checkpoint(data_bin, tmp_path_factory):
 def test_baseline_models_are_evaluated_with_their_views_folded(l0_checkpoint, data_bin):
     from td_fairseq.sparsity import views_of
     from td_fairseq.sparsity.baseline_views import l0_eval_gate
-    from td_fairseq.tools.sweep import load_translation_model
+    from td_fairseq.tools.translate import load_translation_model
     model, _, state = load_translation_model(str(l0_checkpoint), str(data_bin))
     assert views_of(model) == []
     gated = [k for k in state if k.endswith(".td.log_alpha")]
@@ -166,3 +166,86 @@ def test_bad_input(trained_checkpoint, data_bin, other_data_bin, tmp_path, capsy
     out = tmp_path / "out"
     assert not out.exists() or not any(p.name.startswith("results") for p in out.iterdir())
     assert sorted(os.listdir(ckpt.parent)) == ["model.pt"]
+
+
+def rows_of(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_rerun_with_other_settings_is_refused_naming_the_setting(trained_checkpoint, data_bin, tmp_path, capsys):
+    """Before: a rerun with --beam 1 --subset valid into a beam-2 test folder printed the old rows, exit 0."""
+    out = tmp_path / "s"
+    assert sweep(data_bin, trained_checkpoint, out, [0, 0.5]) == 0
+    before = (out / "results.json").read_text()
+    for extra, setting in ((["--beam", "1"], "beam"), (["--subset", "valid"], "subset"),
+                           (["--lenpen", "2"], "lenpen"), (["--targets", "attn,ffn,embed"], "targets"),
+                           (["--max-len-b", "3"], "max_len_b")):
+        capsys.readouterr()
+        argv = ["--data-bin", str(data_bin), "--checkpoint", str(trained_checkpoint), "--label", "td",
+                "--sparsity", "0", "0.5", "--beam", "2", "--out", str(out), "--no-progress", *extra]
+        argv[argv.index("--beam") + 1] = extra[1] if extra[0] == "--beam" else "2"
+        assert cli.run(sweep_script.main, argv) == 1, setting
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"made with {setting} =" in err[0], err
+    assert (out / "results.json").read_text() == before
+
+
+def test_a_changed_checkpoint_is_not_answered_with_old_rows(trained_checkpoint, data_bin, tmp_path):
+    ckpt = tmp_path / "in" / "model.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(trained_checkpoint, ckpt)
+    out = tmp_path / "s"
+    assert sweep(data_bin, ckpt, out, [0.5]) == 0
+    os.utime(ckpt, (1, 1))  # a retrained model at the same path
+    assert sweep(data_bin, ckpt, out, [0.5]) == 0
+    rows = rows_of(out)
+    assert len(rows) == 2 and rows[0]["checkpoint_mtime"] != rows[1]["checkpoint_mtime"]
+
+
+def test_same_file_names_get_their_folder_as_label_and_duplicates_are_refused(trained_checkpoint, data_bin,
+                                                                               tmp_path, capsys):
+    """Before: two checkpoint_last.pt were both labelled checkpoint_last and drawn as one line."""
+    paths = []
+    for name in ("no_td", "td"):
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "checkpoint_last.pt")
+        shutil.copy(trained_checkpoint, paths[-1])
+    out = tmp_path / "s"
+    argv = ["--data-bin", str(data_bin), "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]),
+            "--sparsity", "0", "--beam", "1", "--no-progress", "--out", str(out)]
+    assert cli.run(sweep_script.main, argv) == 0
+    assert [r["label"] for r in rows_of(out)] == ["no_td", "td"]
+    capsys.readouterr()
+    assert cli.run(sweep_script.main, argv[:-1] + [str(tmp_path / "t"), "--label", "a", "--label", "a"]) == 1
+    assert "labels must be unique" in capsys.readouterr().err
+    # a label already in the folder may not be given to another checkpoint
+    assert cli.run(sweep_script.main, ["--data-bin", str(data_bin), "--checkpoint", str(paths[1]), "--label",
+                                       "no_td", "--sparsity", "0", "--beam", "1", "--no-progress", "--out",
+                                       str(out)]) == 1
+    assert "belongs to" in capsys.readouterr().err
+
+
+def test_more_bad_input_is_one_line(trained_checkpoint, data_bin, tmp_path, capsys):
+    from td_fairseq.files import save_torch
+    vision = tmp_path / "in" / "vision.pt"
+    vision.parent.mkdir()
+    save_torch({"version": 1, "arch": {"blocks": 1}, "state_dict": {}, "td": {}}, str(vision))
+    truncated = tmp_path / "in" / "truncated.pt"
+    truncated.write_bytes(open(trained_checkpoint, "rb").read()[:4000])
+    base = ["--sparsity", "0", "--beam", "1", "--no-progress", "--out", str(tmp_path / "out")]
+    cases = {
+        "parent of the data-bin": (["--data-bin", str(data_bin.parent), "--checkpoint", str(trained_checkpoint)],
+                                   "not a fairseq data-bin"),
+        "max tokens below longest": (["--data-bin", str(data_bin), "--checkpoint", str(trained_checkpoint),
+                                      "--max-tokens", "5"], "--max-tokens 5 is below the longest sentence"),
+        "vision checkpoint": (["--data-bin", str(data_bin), "--checkpoint", str(vision)], "is a vision checkpoint"),
+        "truncated, whole message": (["--data-bin", str(data_bin), "--checkpoint", str(truncated)], ")"),
+    }
+    for case, (argv, expected) in cases.items():
+        capsys.readouterr()
+        assert cli.run(sweep_script.main, argv + base) == 1, case
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and err[0].endswith((")", "it", "expected a fairseq "
+                                                                        "translation checkpoint with 'model' and "
+                                                                        "'cfg' entries")), (case, err)
+        assert not (tmp_path / "out").exists(), case
