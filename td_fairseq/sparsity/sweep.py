@@ -55,7 +55,8 @@ class MagnitudePruner:
     name = "magnitude"
 
     def __init__(self, tensors: dict, mode: str = "weight", scope: str = "unit", scores: dict = None):
-        self.tensors = {n: t.detach() for n, t in tensors.items()}
+        # copies: given a model's parameters, a level copied into the model must not change the next
+        self.tensors = {n: t.detach().clone() for n, t in tensors.items()}
         self.scores = {n: (scores or {}).get(n, t.abs()) for n, t in self.tensors.items()}
         self.ranking = PruneRanking(self.tensors, mode, scope, scores)
         self.info = {"pruner": self.name}

@@ -4,18 +4,17 @@ A stock checkpoint has the TD machinery removed, the arch mapped to fairseq's ow
 ``transformer*`` arch, the model config as a plain dict and no optimizer state: plain
 ``fairseq-generate`` loads it without ``--user-dir`` and without any environment variable.
 """
+import json
 import os
-import tempfile
 from collections.abc import Mapping
-
-import torch
 
 from ..files import UserError, atomic_write, check_out_dir, load_torch, save_torch
 from ..results import command_line, git_commit
-from ..sparsity import PruneRanking, check_sparsity, parse_kinds, sparsity_report
+from ..sparsity import follows_pattern, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
 from ..sparsity.options import option_keys
 from ..sparsity.selection import is_weight_matrix_key
+from ..sparsity.sweep import MagnitudePruner, SweepConfig
 from .archs import STOCK_ARCH, is_transformer_arch
 
 def load_checkpoint(path: str) -> dict:
@@ -80,26 +79,54 @@ def level_name(sparsity: float) -> str:
     return f"sparsity_{sparsity:.2f}.pt"
 
 
+def level_pruner(state: dict, path: str, kinds, mode: str, scope: str, pruner: str, data_bin=None,
+                 calibration=(128, 1, "row")):
+    """(pruner over the stock state's weights, calibration info). Wanda and SparseGPT run the
+    model on calibration sentences of ``data_bin``'s training split."""
+    weights = prunable_weights(state["model"], kinds)
+    if not weights:
+        raise UserError(f"--targets {','.join(kinds)} selects no weight of {path}")
+    if pruner == "magnitude":
+        return MagnitudePruner(weights, mode, scope), {}
+    if data_bin is None:
+        raise UserError(f"--pruner {pruner} calibrates on training sentences: give --data-bin")
+    if (mode, scope) != ("weight", "unit"):
+        raise UserError(f"--pruner {pruner} prunes weights per output row: it needs --mode weight --scope unit")
+    from ..sparsity.pruners import make_pruner
+    from .calibration import calibration_feed
+    from .translate import load_translation_model
+    model, task, _ = load_translation_model(path, data_bin)
+    params = {k: p for k, p in model.named_parameters() if k in weights}
+    feed, info = calibration_feed(model, task, calibration[0], calibration[1])
+    return make_pruner(pruner, model, params, feed, calibration[2], info), dict(info, mask_groups=calibration[2])
+
+
 def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="unit", kinds="attn,ffn",
-                     command=None) -> dict:
-    """One stock pruned checkpoint per level in ``out_dir`` and a ``report.json``."""
+                     command=None, pruner="magnitude", pattern=None, data_bin=None, calibration=(128, 1, "row")) -> dict:
+    """One stock pruned checkpoint per level in ``out_dir`` and a ``report.json``. With an N:M
+    ``pattern`` the level is the pattern's, (M-N)/M."""
     try:
-        levels = [check_sparsity(s) for s in sparsities]
+        config = SweepConfig(tuple(sparsities), mode, scope, pattern, pruner)
         kinds = parse_kinds(kinds)
-        state = stock_checkpoint(load_checkpoint(path))
-        weights = prunable_weights(state["model"], kinds)
-        ranking = PruneRanking(weights, mode, scope)
     except ValueError as error:
         raise UserError(str(error))
+    state = stock_checkpoint(load_checkpoint(path))
+    created = not os.path.isdir(out_dir)
     out_dir = check_out_dir(out_dir, path)
+    if created:  # made again before the first file, so that bad input found later leaves nothing
+        os.rmdir(out_dir)
+    level_pruner_, info = level_pruner(state, path, kinds, mode, scope, pruner, data_bin, calibration)
+    os.makedirs(out_dir, exist_ok=True)
     report = {"checkpoint": os.path.abspath(path), "mode": mode, "scope": scope, "targets": ",".join(kinds),
+              "pruner": pruner, "pattern": config.pattern_name, **info,
               "command": command or command_line(), "commit": git_commit(), "levels": []}
-    for sparsity in levels:
-        pruned = ranking.prune(weights, sparsity)
+    for sparsity in sorted(set(config.level_of(s) for s in config.levels)):
+        pruned = level_pruner_.prune(sparsity, config.pattern)
+        pruned = {k: v.detach().to(state["model"][k].dtype).cpu() for k, v in pruned.items()}
         save_torch(dict(state, model={**state["model"], **pruned}), os.path.join(out_dir, level_name(sparsity)))
         measured = sparsity_report(pruned)
         report["levels"].append({"requested_sparsity": sparsity, "file": level_name(sparsity),
-                                 "measured_sparsity": measured["global"], "per_tensor": measured["per_tensor"]})
-    import json
+                                 "measured_sparsity": measured["global"], "per_tensor": measured["per_tensor"],
+                                 "pattern_holds": all(follows_pattern(t, config.pattern) for t in pruned.values())})
     atomic_write(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
     return report

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from td_fairseq.sparsity import drop_fraction, remove_views, targeted_weight_mask, views_of
+from td_fairseq.tools.inprocess import build, sample
 
 from ..conftest import TRAIN_ARGS, run_cli
-from ..models.build import build, sample
 
 NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--activation-dropout", "0"]
 # embed 4, ffn 8, one head: 0.1 of any row (4 or 8 weights) or of any layer's units is below one

@@ -89,7 +89,7 @@ def wide_checkpoint(tmp_path_factory):
     lasts long enough for a poller to catch it half-written."""
     from fairseq import options
 
-    from ..models.build import dictionary
+    from td_fairseq.tools.inprocess import dictionary
     from fairseq.tasks.translation import TranslationTask
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, ["/nonexistent", "--task", "translation", "--arch",

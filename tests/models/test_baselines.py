@@ -10,10 +10,10 @@ from td_fairseq.sparsity.baselines import (GradualMagnitudePruning, L0Gate, L1Pe
                                            VariationalDropout)
 from td_fairseq.sparsity.options import option_keys
 from td_fairseq.tools.checkpoint import stock_checkpoint
+from td_fairseq.tools.inprocess import build, sample
 
 from ..conftest import TRAIN_ARGS, run_cli
 from ..tools.test_checkpoint import prune_script
-from .build import build, sample
 from .test_transformer_td import expected_targets
 
 STOCK_TINY = ["--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256"]

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from td_fairseq.sparsity import remove_views, targeted_unit_mask, targeted_weight_mask, views_of
-
-from .build import build, sample
+from td_fairseq.tools.inprocess import build, sample
 
 ATTN = ("q_proj", "k_proj", "v_proj", "out_proj")
 

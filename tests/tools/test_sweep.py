@@ -249,3 +249,29 @@ def test_more_bad_input_is_one_line(trained_checkpoint, data_bin, tmp_path, caps
                                                                         "translation checkpoint with 'model' and "
                                                                         "'cfg' entries")), (case, err)
         assert not (tmp_path / "out").exists(), case
+
+
+def test_calibrated_pruners_and_patterns_share_a_folder(trained_checkpoint, data_bin, tmp_path):
+    from td_fairseq.sparsity import follows_pattern
+    out = tmp_path / "s"
+    assert sweep(data_bin, trained_checkpoint, out, [0, 0.5], "--pruner", "wanda", "--calib-sentences", "16") == 0
+    argv = ["--data-bin", str(data_bin), "--checkpoint", str(trained_checkpoint), "--label", "td", "--beam", "2",
+            "--out", str(out), "--no-progress", "--pruner", "sparsegpt", "--pattern", "2:4", "--calib-sentences",
+            "16"]
+    assert cli.run(sweep_script.main, argv) == 0
+    assert sweep(data_bin, trained_checkpoint, out, [0.5]) == 0  # magnitude beside them
+    rows = rows_of(out)
+    assert [(r["pruner"], r["pattern"], r["requested_sparsity"]) for r in rows] == [
+        ("wanda", "unstructured", 0.0), ("wanda", "unstructured", 0.5), ("sparsegpt", "2:4", 0.0),
+        ("sparsegpt", "2:4", 0.5), ("magnitude", "unstructured", 0.5)]
+    assert all(r["measured_sparsity"] == pytest.approx(float(r["requested_sparsity"])) for r in rows)
+    calibrated = [r for r in rows if r["pruner"] != "magnitude"]
+    assert all((r["calib_sentences"], r["calib_seed"], r["calib_split"]) == (16, 1, "train") for r in calibrated)
+    assert all(r["prune_seconds"] >= 0 for r in rows)
+    assert rows[0]["bleu"] == rows[2]["bleu"]  # level 0 is the dense model, whatever the pruner
+    from td_fairseq.sparsity.patterns import parse_pattern
+    from td_fairseq.sparsity.sweep import MagnitudePruner  # the pattern holds for magnitude too
+    state = torch.load(trained_checkpoint, weights_only=False)["model"]
+    weights = {k: v for k, v in state.items() if k.endswith(("fc1.weight", "q_proj.weight", "out_proj.weight"))}
+    pruned = MagnitudePruner(weights).prune(0.5, parse_pattern("2:4"))
+    assert all(follows_pattern(t, (2, 4)) for t in pruned.values())
