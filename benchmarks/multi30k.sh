@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Real-data benchmark: TD and the baselines on Multi30k EN-DE, then BLEU against sparsity.
+# This is the 650-update run of docs/RESULTS.md sections 6 and 8, one seed, untuned baselines;
+# the converged study (sizing, recipe and coefficients on val, seeds) is multi30k_study.py.
 #
 #   bash benchmarks/multi30k.sh [OUT_DIR]        (default out/multi30k)
 #

@@ -80,9 +80,10 @@ def test_report_ratios_and_verdicts(tmp_path):
     assert merged[("td", "magnitude", 0.7)]["retention"] == "0.975"
     assert merged[("l0", "own", 0.0)]["checkpoint"] == "out/l0.pt"
     tables = (docs / "tables.md").read_text()
-    assert "| td | 70 % | 19.50 | 0.975 | 0.97 | yes |" in tables
-    assert "| td | 80 % | 18.90 | 0.945 | 0.95 | no (short by 0.005) |" in tables
-    assert "| ramping_td_90 | 90 % | not measured |" in tables
+    assert "| td | 70 % | 1 | 19.50 | 0.975 | 0.97 | yes |" in tables
+    assert "| td | 80 % | 1 | 18.90 | 0.945 | 0.95 | no (short by 0.005) |" in tables
+    assert "| td | 0 % | 1 | 18.00 | 0.900 | 0.97 | no (short by 0.070) |" in tables
+    assert "| ramping_td_90 | 90 % | 0 | not measured |" in tables
     assert "| pruned | no_td | td | l0 (gate) |" in tables
 
 
