@@ -8,8 +8,14 @@ those of the stock model plus each view's own state under ``<module>.td.`` (rand
 TD's ranking, L0's log alpha, GMP's mask, ...), all folded into plain weights on export
 (``tools.checkpoint.stock_checkpoint``).
 """
+import dataclasses
+import difflib
+from typing import Optional
+
+from fairseq.dataclass import FairseqDataclass
 from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel
+from omegaconf import DictConfig, OmegaConf
 
 from ..sparsity import apply_targeted_dropout, transformer_selector
 from ..sparsity import options as sparsity_options
@@ -17,6 +23,36 @@ from ..sparsity.baseline_views import FrozenMask
 from ..sparsity.baselines import apply_baseline
 from ..sparsity.views import attach_views, views_of
 from ..tools.archs import STOCK_ARCH, TINY_ARCH
+
+
+def _field_type(option):
+    if option.flag:
+        return bool
+    kind = type(option.default) if option.default is not None else float
+    return Optional[kind] if option.default is None else kind
+
+
+# The table's options as a fairseq dataclass: a hydra/YAML model section (fairseq-hydra-train,
+# ``model: {_name: transformer_td_tiny, td_gamma: 0.5, ...}``) is checked against it, and another
+# pipeline's own model config can inherit it.
+TargetedDropoutConfig = dataclasses.make_dataclass(
+    "TargetedDropoutConfig",
+    [(o.name, _field_type(o), dataclasses.field(default=o.default, metadata={"help": o.help}))
+     for o in sparsity_options.OPTIONS],
+    bases=(FairseqDataclass,))
+
+
+def check_yaml_options(cfg) -> None:
+    """Type-check the table's options in an OmegaConf model config; refuse misspelt ones."""
+    known = set(sparsity_options.option_keys())
+    ours = {k: cfg[k] for k in cfg if k in known and cfg[k] is not None}
+    prefixes = tuple({k.split("_")[0] + "_" for k in known})
+    unknown = [k for k in cfg if k.startswith(prefixes) and k not in known and k not in _STOCK_KEYS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        raise ValueError(f"transformer_td: unknown model option {unknown[0]!r}"
+                         + (f" (did you mean {close[0]!r}?)" if close else ""))
+    OmegaConf.merge(OmegaConf.structured(TargetedDropoutConfig), ours)  # raises on a wrong type
 
 
 @register_model("transformer_td")
@@ -30,6 +66,8 @@ class TransformerTDModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        if isinstance(args, DictConfig):
+            check_yaml_options(args)
         td_base_architecture(args)
         try:
             td = sparsity_options.td_config(args)
@@ -57,6 +95,10 @@ class TransformerTDModel(TransformerModel):
             if isinstance(module.td, FrozenMask) and f"{key}.td.mask" not in state_dict \
                     and f"{key}.weight" in state_dict:
                 state_dict[f"{key}.td.mask"] = state_dict[f"{key}.weight"] == 0
+
+
+# stock Transformer options that share a prefix with ours (``drop``, ``l1``, ...)
+_STOCK_KEYS = {"dropout"}
 
 
 def td_base_architecture(args):
