@@ -3,7 +3,7 @@ of 5 basic blocks with 16/32/64 filters, and a 1x1 conv (plus batch norm) on the
 wherever the shape changes. Depth and widths are parameters so that a small variant fits
 the 8x8 digits.
 
-Layout (the names matter: ``td_selector`` chooses TD targets by them):
+Layout (the names matter: ``archs.td_selector`` chooses TD targets by them):
 ``stem`` (first 3x3 conv) -> ``stem_bn`` -> ``stages.S.B.{conv1,conv2,shortcut.conv}``
 -> global average pool -> ``fc`` (the logits layer).
 """
@@ -11,6 +11,13 @@ from collections import OrderedDict
 
 from torch import nn
 from torch.nn import functional as F
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """He et al.'s initialisation of every conv (fan out), as the reference ResNets do."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -43,11 +50,8 @@ class ResNet(nn.Module):
 
     def __init__(self, blocks: int = 5, widths=(16, 32, 64), in_channels: int = 3, num_classes: int = 10):
         super().__init__()
-        widths = tuple(int(w) for w in widths)
-        if blocks < 1 or not widths or min(widths) < 1:
-            raise ValueError(f"need blocks >= 1 and positive widths, got blocks={blocks} widths={widths}")
-        self.arch = {"blocks": int(blocks), "widths": list(widths), "in_channels": int(in_channels),
-                     "num_classes": int(num_classes)}
+        self.arch = self.canonical(blocks, widths, in_channels, num_classes)
+        widths = self.arch["widths"]
         self.stem = conv3x3(in_channels, widths[0])
         self.stem_bn = nn.BatchNorm2d(widths[0])
         stages, channels = [], widths[0]
@@ -60,14 +64,25 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_init(self)
+
+    @staticmethod
+    def canonical(blocks: int = 5, widths=(16, 32, 64), in_channels: int = 3, num_classes: int = 10) -> dict:
+        """The arch dict these arguments build, or ValueError: checks a shape without building it."""
+        widths = [int(w) for w in widths]
+        if blocks < 1 or not widths or min(widths) < 1:
+            raise ValueError(f"need blocks >= 1 and positive widths, got blocks={blocks} widths={widths}")
+        return {"name": "resnet32", "blocks": int(blocks), "widths": widths, "in_channels": int(in_channels),
+                "num_classes": int(num_classes)}
+
+    @staticmethod
+    def depth_of(arch: dict) -> int:
+        """6n + 2 layers with weights on the main path: ResNet-32 has n = 5."""
+        return 2 * arch["blocks"] * len(arch["widths"]) + 2
 
     @property
     def depth(self) -> int:
-        """6n + 2 layers with weights on the main path: ResNet-32 has n = 5."""
-        return 2 * self.arch["blocks"] * len(self.arch["widths"]) + 2
+        return self.depth_of(self.arch)
 
     def forward(self, x):
         x = F.relu(self.stem_bn(self.stem(x)))
@@ -77,9 +92,3 @@ class ResNet(nn.Module):
 
 def resnet32(in_channels: int = 3, num_classes: int = 10) -> ResNet:
     return ResNet(5, (16, 32, 64), in_channels, num_classes)
-
-
-def td_selector(name: str, module: nn.Module) -> bool:
-    """The paper's ResNet targets: every conv in the residual stages, 1x1 shortcuts
-    included; not the stem conv (it sees raw pixels) and not the logits layer ``fc``."""
-    return isinstance(module, nn.Conv2d) and name.split(".")[0] == "stages"

@@ -1,35 +1,38 @@
-"""A small training loop with the official ResNet-32 recipe: SGD with momentum, a step
-learning-rate schedule, label smoothing and weight decay.
+"""The training loop, with the official ResNet-32 recipe: SGD with momentum, a step
+learning-rate schedule, label smoothing and weight decay; one process or several.
 
 TD needs nothing from the loop except the update count: every module with a
 ``set_num_updates`` method (the TD controllers, the baselines' views) is told the number
 of finished updates before each step, as fairseq does, so ramping schedules, GMP's masks
-and Smallify's statistics follow the step. The baselines' penalties are added to the mean
-cross entropy as the Transformer's criterion adds them: every ``regularization_loss()``.
+and Smallify's statistics follow the step, after a resume too. The baselines' penalties are
+added to the mean cross entropy as the Transformer's criterion adds them.
+
+Several processes (``distributed``): DistributedDataParallel averages gradients; the batch
+size is per process; every rank seeds torch alike, so TD draws the same dropped set on every
+rank, exactly as one process with the whole batch would.
 """
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, DistributedSampler
 
-from ..sparsity import TDConfig, apply_targeted_dropout
-from ..sparsity.options import OPTIONS
-# (name, default) of the baseline options, for the vision script's parser
-BASELINE_DEFAULTS = tuple((o.name, o.default) for o in OPTIONS if o.group == "sparsity baselines" and o.name != "drop_rate")
-from ..sparsity.baselines import BaselineConfig, apply_baseline, regularization_loss
-from .checkpoint import make_checkpoint
-from .data import Dataset
-from .evaluate import accuracy
-from .resnet import ResNet, td_selector
+from ..sparsity import set_num_updates
+from ..sparsity.baselines import regularization_loss
+from . import distributed
+from .data import DataError, as_is
+
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BAD_IMAGES = ("stop", "skip")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 128
+    batch_size: int = 128  # per process
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
@@ -61,28 +64,35 @@ class TrainConfig:
         return out
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """How a run executes; none of it changes the recipe (amp changes rounding only)."""
+    device: str = "cpu"  # resolved: cpu, cuda or cuda:N
+    workers: int = 0
+    amp: str = "none"
+    channels_last: bool = False
+    sync_bn: bool = False
+    bad_images: str = "stop"
+
+    def __post_init__(self):
+        if self.amp not in AMP:
+            raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}")
+        if self.amp != "none" and torch.device(self.device).type != "cuda":
+            raise ValueError(f"--amp {self.amp} is for CUDA devices; this run is on {self.device}: drop --amp")
+        if self.bad_images not in BAD_IMAGES:
+            raise ValueError(f"--bad-images must be one of {', '.join(BAD_IMAGES)}, got {self.bad_images!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers!r}")
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
 def step_lr(step: int, total_steps: int, base_lr: float, milestones=(0.5, 0.75), factor: float = 0.1) -> float:
     """Learning rate at update ``step``: ``base_lr`` times ``factor`` per milestone passed."""
     passed = sum(step >= int(m * total_steps) for m in milestones)
     return base_lr * factor ** passed
-
-
-def set_num_updates(model: nn.Module, num_updates: int) -> None:
-    for module in model.modules():
-        if module is not model and hasattr(module, "set_num_updates"):
-            module.set_num_updates(num_updates)
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """The standard CIFAR augmentation: zero-pad by ``pad``, crop back at a random
-    offset, and flip half of the images horizontally."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
-    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
-    flip = torch.rand(n, generator=generator) < 0.5
-    out[flip] = out[flip].flip(3)
-    return out
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list:
@@ -97,81 +107,166 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def train(model: nn.Module, data: Dataset, config: TrainConfig, log=None) -> list:
-    """Train ``model`` in place; returns one history entry per epoch.
+class EpochBatches:
+    """This rank's batches of (epoch, index) keys, in DistributedSampler's order: rank r of
+    N takes every N-th sample of the epoch's permutation, so batch i of all ranks together is
+    batch i of one process with N times the batch size."""
+
+    def __init__(self, n: int, batch_size: int, ranks: distributed.Ranks, seed: int):
+        self.sampler = DistributedSampler(range(n), ranks.world, ranks.rank, shuffle=True, seed=seed)
+        self.batch_size, self.epoch = batch_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        keys = [(self.epoch, i) for i in self.sampler]
+        return iter([keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)])
+
+    def __len__(self):
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+
+def loader(dataset, batch_sampler, runtime: Runtime, persistent: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=as_is, num_workers=runtime.workers,
+                      pin_memory=torch.device(runtime.device).type == "cuda",
+                      persistent_workers=persistent and runtime.workers > 0,
+                      generator=torch.Generator())  # workers' seeds never touch the global RNG
+
+
+def check_bad(bad: list, runtime: Runtime) -> None:
+    if bad and runtime.bad_images == "stop":
+        path, reason = bad[0]
+        raise DataError(f"cannot read image {path} ({reason}); --bad-images skip skips and counts such images")
+
+
+def autocast(runtime: Runtime):
+    device = torch.device(runtime.device)
+    return torch.autocast(device.type, dtype=AMP[runtime.amp], enabled=runtime.amp != "none")
+
+
+@torch.no_grad()
+def loader_accuracy(model: nn.Module, data, runtime: Runtime, batch_size: int = 256, dataset=None) -> dict:
+    """Top-1 accuracy (%) on ``data``'s test split (or ``dataset``), in eval mode, each rank
+    taking every N-th image; skipped unreadable images are counted, not scored."""
+    dataset = data.test_set() if dataset is None else dataset
+    ranks = distributed.ranks()
+    keys = [(0, i) for i in range(ranks.rank, len(dataset), ranks.world)]
+    batches = [keys[i:i + batch_size] for i in range(0, len(keys), batch_size)]
+    was_training = model.training
+    model.eval()
+    correct, total, skipped = 0, 0, 0
+    for x, y, bad in loader(dataset, batches, runtime):
+        check_bad(bad, runtime)
+        skipped += len(bad)
+        if len(y):
+            with autocast(runtime):
+                logits = model(data.prepare(x, runtime.device, runtime.memory_format))
+            correct += int((logits.argmax(dim=1).cpu() == y).sum())
+            total += len(y)
+    model.train(was_training)
+    correct, total, skipped = distributed.all_sum([correct, total, skipped], runtime.device)
+    return {"accuracy": 100.0 * correct / max(1, total), "images": int(total), "skipped_images": int(skipped)}
+
+
+def train_step(net: nn.Module, model: nn.Module, optimizer, scaler, x, y, step: int, lr: float,
+               label_smoothing: float, runtime: Runtime):
+    """One update: tell the views the step, forward (autocast), cross entropy plus the views'
+    penalties, backward, SGD. ``net`` is ``model`` or its DDP wrapper. Returns the loss and
+    the penalty as device tensors (no host sync)."""
+    set_num_updates(model, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(runtime):
+        logits = net(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    extra = regularization_loss(model)
+    if extra is not None:
+        loss = loss + extra
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), (torch.zeros((), device=loss.device) if extra is None else extra.detach())
+
+
+def resume_state(epoch: int, step: int, optimizer, scaler, history: list, device) -> dict:
+    """What a resumed run needs beyond the weights: tensors and plain containers only."""
+    state = {"epoch": epoch, "updates": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "rng": torch.get_rng_state(), "history": list(history)}
+    if torch.device(device).type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
+
+
+def train(model: nn.Module, data, config: TrainConfig, log=None, runtime: Runtime = Runtime(), state: dict = None,
+          on_epoch=None, progress=None) -> list:
+    """Train ``model`` in place (moved to ``runtime.device``); returns one history entry
+    per epoch. ``state``: a ``resume_state`` to continue from (the weights already loaded).
+    ``on_epoch(entry, state)`` runs after each epoch on every rank; ``log(entry)`` on rank 0;
+    ``progress(iterable, total, epoch)`` wraps the batches (a progress bar).
 
     The per-epoch test accuracy is for monitoring only (no model is selected on it):
     the final model is the one after the last epoch.
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.SGD(decay_groups(model, config.weight_decay), lr=config.lr,
-                                momentum=config.momentum)
-    n = len(data.train_y)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    step, history = 0, []
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        start, loss_sum, reg_sum = time.time(), 0.0, 0.0
-        order = torch.randperm(n, generator=generator)
-        for first in range(0, n, config.batch_size):
-            index = order[first:first + config.batch_size]
-            x, y = data.train_x[index], data.train_y[index]
-            if data.augment:
-                x = random_crop_flip(x, generator)
-            set_num_updates(model, step)
+    ranks = distributed.ranks()
+    device = torch.device(runtime.device)
+    torch.manual_seed(config.seed)  # TD's and dropout's draws: the same on every rank
+    model.to(device=device, memory_format=runtime.memory_format)
+    if runtime.sync_bn and ranks.world > 1:
+        distributed.synchronise_batch_norm(model)
+    net = model
+    if ranks.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(decay_groups(model, config.weight_decay), lr=config.lr, momentum=config.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp == "fp16")
+    train_set = data.train_set(config.seed)
+    batches = EpochBatches(len(train_set), config.batch_size, ranks, config.seed)
+    batch_loader = loader(train_set, batches, runtime, persistent=True)
+    total = config.epochs * len(batches)
+    step, first_epoch, history = 0, 1, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, first_epoch, history = state["updates"], state["epoch"] + 1, list(state["history"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    lr = step_lr(step, total, config.lr, config.lr_milestones, config.lr_factor)
+    for epoch in range(first_epoch, config.epochs + 1):
+        net.train()
+        batches.set_epoch(epoch)
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        reg_sum = torch.zeros((), device=device)
+        seen, skipped = 0, 0
+        for x, y, bad in (batch_loader if progress is None else progress(batch_loader, len(batches), epoch)):
+            check_bad(bad, runtime)
+            skipped += len(bad)
+            if not len(y):
+                raise DataError(f"every image of a batch was unreadable (first: {bad[0][0]})")
+            x = data.prepare(x, device, runtime.memory_format)
+            y = y.to(device, non_blocking=True)
             lr = step_lr(step, total, config.lr, config.lr_milestones, config.lr_factor)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
-            extra = regularization_loss(model)
-            if extra is not None:
-                loss = loss + extra
-                reg_sum += float(extra.detach()) * len(y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss, extra = train_step(net, model, optimizer, scaler, x, y, step, lr, config.label_smoothing, runtime)
+            loss_sum += loss * len(y)
+            reg_sum += extra * len(y)
+            seen += len(y)
             step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
         set_num_updates(model, step)  # evaluation sees the rates after the last update
-        entry = {"epoch": epoch, "updates": step, "lr": lr, "train_loss": loss_sum / n, "reg_loss": reg_sum / n,
-                 "test_accuracy": accuracy(model, data.test_x, data.test_y), "seconds": time.time() - start}
-        history.append(entry)
-        if log is not None:
-            log(entry)
+        loss_total, reg_total, seen, skipped = distributed.all_sum(
+            [loss_sum.item(), reg_sum.item(), seen, skipped], device)
+        test = loader_accuracy(model, data, runtime, max(config.batch_size, 256))
+        history.append({"epoch": epoch, "updates": step, "lr": lr, "train_loss": loss_total / seen,
+                        "reg_loss": reg_total / seen, "test_accuracy": test["accuracy"], "seconds": seconds,
+                        "images_per_second": seen / seconds,
+                        "skipped_images": int(skipped) + test["skipped_images"]})
+        if on_epoch is not None:
+            on_epoch(history[-1], resume_state(epoch, step, optimizer, scaler, history, device))
+        if log is not None and ranks.is_main:
+            log(history[-1])
     return history
-
-
-def train_resnet(data: Dataset, td: TDConfig, config: TrainConfig, blocks: int = 5, widths=(16, 32, 64),
-                 log=None, command: str = "", commit: str = "", baseline: BaselineConfig = None) -> dict:
-    """Build a ResNet for ``data``, attach TD to its targets, train it, and return a
-    checkpoint dict. Final test accuracy is reported with full weights and, for TD
-    models, also with the whole targeted set removed (the official evaluation).
-
-    With ``baseline``, its views go on the TD targets instead of TD, and the test accuracy
-    is the views' eval mode (equal to the folded model's). The checkpoint then records
-    ``td`` with td_type none: no TD was attached (gamma and alpha are kept, as the script's
-    default drop rate derives from them)."""
-    torch.manual_seed(config.seed)
-    model = ResNet(blocks, widths, data.in_channels, data.num_classes)
-    if baseline is not None:
-        td = replace(td, td_type="none")
-        views = apply_baseline(model, baseline, td_selector)
-        history = train(model, data, config, log)
-        metrics = {"sparsity_method": baseline.method, "td_modules": sorted(views),
-                   "test_accuracy": accuracy(model, data.test_x, data.test_y), "test_accuracy_eval_mask": None}
-        metrics["test_accuracy_as_configured"] = metrics["test_accuracy"]
-        return make_checkpoint(model, td, config.to_dict(), data.name, history, metrics, command, commit, baseline)
-    controllers = apply_targeted_dropout(model, td, td_selector) if td.td_type != "none" else {}
-    history = train(model, data, config, log)
-    metrics = {"sparsity_method": "td", "test_accuracy_eval_mask": None, "td_modules": sorted(controllers)}
-    for eval_mask in ([False, True] if controllers else [False]):
-        for controller in controllers.values():
-            controller.config = replace(td, eval_mask=eval_mask)
-        key = "test_accuracy_eval_mask" if eval_mask else "test_accuracy"
-        metrics[key] = accuracy(model, data.test_x, data.test_y)
-    for controller in controllers.values():
-        controller.config = td
-    metrics["test_accuracy_as_configured"] = metrics["test_accuracy_eval_mask" if td.eval_mask else "test_accuracy"]
-    return make_checkpoint(model, td, config.to_dict(), data.name, history, metrics, command, commit)

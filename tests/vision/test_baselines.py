@@ -7,13 +7,15 @@ import torch
 
 from td_fairseq.sparsity import TDConfig, apply_targeted_dropout, views_of
 from td_fairseq.sparsity.baselines import METHODS, BaselineConfig, apply_baseline
-from td_fairseq.vision import (BASELINE_DEFAULTS, ResNet, TrainConfig, accuracy, load_checkpoint, load_digits,
-                               make_checkpoint, regularization_loss, save_checkpoint, td_selector, train_resnet)
+from td_fairseq.files import save_torch
+from td_fairseq.vision import (ResNet, TrainConfig, accuracy, load_checkpoint, load_digits, make_checkpoint,
+                               regularization_loss, td_selector, train_resnet)
 from td_fairseq.vision.train import decay_groups
 
 from .conftest import load_script
 
 ARCH = dict(blocks=1, widths=(4, 8, 8))
+TINY = {"name": "resnet32", **ARCH}
 # enough to move every view's state in 4 updates (256 images, batch 64)
 OPTIONS = dict(drop_rate=0.3, l1_coef=1e-3, l0_coef=1e-3, vd_coef=1e-2, gmp_sparsity=0.5, gmp_steps=2,
                gmp_interval=1, smallify_coef=1e-3)
@@ -28,7 +30,7 @@ def small():
 
 def run(data, method, seed=0, **options):
     baseline = BaselineConfig(method, **dict(OPTIONS, **options))
-    return train_resnet(data, TDConfig(), TrainConfig(epochs=1, batch_size=64, seed=seed), **ARCH, baseline=baseline)
+    return train_resnet(data, TDConfig(), TrainConfig(epochs=1, batch_size=64, seed=seed), TINY, baseline=baseline)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def trained(small, tmp_path_factory):
     out = {}
     for method in STATEFUL:
         path = str(folder / f"{method}.pt")
-        save_checkpoint(path, run(small, method))
+        save_torch(run(small, method), path)
         out[method] = path
     return out
 
@@ -112,7 +114,7 @@ def test_checkpoint_without_baseline_key_still_loads(tmp_path):
     checkpoint = make_checkpoint(model, TDConfig(), {}, "digits", [], {}, "", "")
     assert checkpoint["baseline"] is None
     del checkpoint["baseline"]  # as written before the baselines came to vision
-    save_checkpoint(str(tmp_path / "old.pt"), checkpoint)
+    save_torch(checkpoint, str(tmp_path / "old.pt"))
     plain, _ = load_checkpoint(str(tmp_path / "old.pt"))
     with_td, _ = load_checkpoint(str(tmp_path / "old.pt"), with_td=True)
     assert not views_of(plain) and len(views_of(with_td)) == 8

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from td_fairseq.vision import DataError, load_cifar10, load_dataset, load_digits
+from td_fairseq.vision import DataError, TensorImages, load_cifar10, load_dataset, load_digits
 from td_fairseq.vision import data as data_module
 
 
@@ -79,3 +79,42 @@ def test_offline_download_fails_with_one_line(tmp_path, monkeypatch):
         load_cifar10(str(tmp_path / "cifar"), download=True)
     assert one_line(e.value) and "could not download" in str(e.value)
     assert os.listdir(tmp_path / "cifar") == []  # no partial archive left behind
+
+
+def write_fake_cifar100(folder, train=6, test=3, seed=0):
+    """The CIFAR-100 layout: one 'train' and one 'test' pickle with fine and coarse labels."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    labels = {}
+    for name, n in (("train", train), ("test", test)):
+        labels[name] = [int(v) for v in rng.integers(0, 100, size=n)]
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), b"fine_labels": labels[name],
+                         b"coarse_labels": [v // 5 for v in labels[name]], b"filenames": [b"x"] * n}, f)
+    return labels
+
+
+def test_cifar100_reads_fine_labels_from_the_tarball_subfolder(tmp_path):
+    labels = write_fake_cifar100(tmp_path / "cifar-100-python")
+    data = load_dataset("cifar100", str(tmp_path))
+    assert data.name == "cifar100" and data.num_classes == 100 and data.augment
+    assert data.train_x.shape == (6, 3, 32, 32) and data.train_y.tolist() == labels["train"]
+    assert data.test_y.tolist() == labels["test"]
+
+
+def test_cifar100_missing_files_name_them(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", str(tmp_path))
+    assert one_line(e.value) and "CIFAR-100 python files (train and test) not found" in str(e.value)
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_only():
+    x = torch.randn(10, 3, 32, 32)
+    images = TensorImages(x, torch.arange(10), augment=True, seed=1)
+    batch, _, _ = images.__getitems__([(2, i) for i in range(10)])
+    alone, _, _ = TensorImages(x, torch.arange(10), augment=True, seed=1).__getitems__([(2, 7), (2, 3)])
+    assert torch.equal(alone[0], batch[7]) and torch.equal(alone[1], batch[3])
+    later, _, _ = images.__getitems__([(3, i) for i in range(10)])
+    assert not torch.equal(later, batch)
+    plain, _, _ = TensorImages(x, torch.arange(10)).__getitems__([(2, 4)])
+    assert torch.equal(plain[0], x[4])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ..conftest import run_cli
-from .conftest import load_script
+from .conftest import load_script, make_image_folder
 
 vision_train = load_script("vision_train")
 accuracy_vs_sparsity = load_script("accuracy_vs_sparsity")
@@ -29,7 +29,8 @@ def checkpoints(tmp_path_factory):
 
 def test_train_writes_a_tensors_only_checkpoint(checkpoints):
     checkpoint = torch.load(checkpoints["ramp"], weights_only=True)  # no allow-list needed
-    assert checkpoint["arch"] == {"blocks": 1, "widths": [4, 8, 8], "in_channels": 1, "num_classes": 10}
+    assert checkpoint["arch"] == {"name": "resnet32", "blocks": 1, "widths": [4, 8, 8], "in_channels": 1,
+                                  "num_classes": 10}
     assert checkpoint["td"]["gamma"] == 0.5 and checkpoint["td"]["eval_mask"]
     assert len(checkpoint["metrics"]["td_modules"]) == 8
     assert checkpoint["metrics"]["test_accuracy_as_configured"] == checkpoint["metrics"]["test_accuracy_eval_mask"]
@@ -88,20 +89,32 @@ def bad_inputs(tmp):
         "missing cifar dir": (vision_train, ["--dataset", "cifar10", "--data-dir", os.path.join(tmp, "no_cifar"),
                                              "--out", os.path.join(tmp, "o", "c.pt")], "not found"),
         "gamma out of range": (vision_train, ["--td-gamma", "1.5", "--out", os.path.join(tmp, "o", "c.pt")],
-                               "gamma must be a number in [0, 1]"),
+                               "argument --td-gamma: expected a number in [0, 1], got '1.5'"),
         "dependence gamma": (dependence_analysis, ["--td-gamma", "-0.1", "--out", os.path.join(tmp, "o")],
                              "gamma"),
         "no out": (vision_train, ["--epochs", "1"], "--out"),
         "negative l1 coef": (vision_train, ["--sparsity-method", "l1", "--l1-coef", "-1",
-                                            "--out", os.path.join(tmp, "o", "c.pt")], "l1_coef must be >= 0"),
+                                            "--out", os.path.join(tmp, "o", "c.pt")],
+                             "argument --l1-coef: expected a non-negative number, got '-1'"),
         "gmp sparsity 2": (vision_train, ["--sparsity-method", "gmp", "--gmp-sparsity", "2",
-                                          "--out", os.path.join(tmp, "o", "c.pt")], "gmp_sparsity must be in [0, 1]"),
+                                          "--out", os.path.join(tmp, "o", "c.pt")],
+                           "argument --gmp-sparsity: expected a number in [0, 1], got '2'"),
         "unused bad option": (vision_train, ["--smallify-threshold", "0", "--out", os.path.join(tmp, "o", "c.pt")],
-                              "smallify_threshold must be > 0"),
+                              "argument --smallify-threshold: expected a positive number, got '0'"),
         "unknown method": (vision_train, ["--sparsity-method", "l2", "--out", os.path.join(tmp, "o", "c.pt")],
                            "invalid choice"),
         "unit scope": (accuracy_vs_sparsity, ["--checkpoint", ckpt, "--mode", "unit", "--scope", "global",
                                               "--out", os.path.join(tmp, "o")], "--scope layer"),
+        "amp on the cpu": (vision_train, ["--amp", "bf16", "--device", "cpu", "--out", os.path.join(tmp, "o", "c.pt")],
+                           "--amp bf16 is for CUDA devices; this run is on cpu: drop --amp"),
+        "width factor of resnet32": (vision_train, ["--width-factor", "2", "--out", os.path.join(tmp, "o", "c.pt")],
+                                     "--width-factor does not apply to --arch resnet32"),
+        "folder without root": (vision_train, ["--dataset", "folder", "--out", os.path.join(tmp, "o", "c.pt")],
+                                "--dataset folder needs --data-dir ROOT"),
+        "folder without train": (vision_train, ["--dataset", "folder", "--data-dir", tmp,
+                                                "--out", os.path.join(tmp, "o", "c.pt")], "no folder"),
+        "resume missing": (vision_train, ["--resume", ckpt, "--out", os.path.join(tmp, "o", "c.pt")],
+                           "checkpoint not found"),
     }
 
 
@@ -121,14 +134,14 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert accuracy_vs_sparsity.main(["--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "cannot load checkpoint" in lines[0]
+    assert len(lines) == 1 and "cannot read checkpoint" in lines[0] and "truncated or not a torch file" in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["bad.pt"]
 
 
 def test_command_line_bad_input_exits_1_with_one_line(tmp_path):
     result = run_cli("scripts/vision_train.py", "--td-alpha", "2", "--out", tmp_path / "c.pt", check=False)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == "vision_train: error: alpha must be a number in [0, 1], got 2.0"
+    assert result.stderr.strip() == "vision_train: error: argument --td-alpha: expected a number in [0, 1], got '2'"
     assert os.listdir(tmp_path) == []
 
 
@@ -141,3 +154,63 @@ def test_vision_never_imports_fairseq():
     result = subprocess.run([sys.executable, "-c", code], cwd=os.path.join(os.path.dirname(__file__), "..", ".."),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_translation_checkpoint_says_what_it_is(tmp_path, capsys):
+    fairseq_like = tmp_path / "checkpoint_best.pt"  # the keys fairseq writes, no fairseq needed
+    torch.save({"cfg": {"model": {"arch": "transformer_td"}}, "model": {"encoder.w": torch.zeros(2)},
+                "optimizer_history": [], "extra_state": {}}, fairseq_like)
+    assert accuracy_vs_sparsity.main(["--checkpoint", str(fairseq_like), "--out", str(tmp_path / "o")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is a fairseq translation checkpoint" in lines[0], lines
+    assert "expected a vision checkpoint written by scripts/vision_train.py" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_best.pt"]
+
+
+@pytest.fixture(scope="module")
+def folder_checkpoints(tmp_path_factory):
+    """A tiny WRN and a tiny bottleneck ResNet trained one epoch on a made image folder."""
+    root = make_image_folder(tmp_path_factory.mktemp("images"), train=4, val=2)
+    out = tmp_path_factory.mktemp("folder_ckpt")
+    shapes = {"wrn28_10": ["--blocks", "1", "--widths", "4", "4", "4", "--width-factor", "1", "--dropout", "0.1"],
+              "resnet50": ["--blocks", "1", "--widths", "2", "2", "2", "2"]}
+    paths = {}
+    for arch, shape in shapes.items():
+        paths[arch] = str(out / f"{arch}.pt")
+        argv = ["--dataset", "folder", "--data-dir", root, "--image-size", "16", "--arch", arch, *shape,
+                "--epochs", "1", "--batch-size", "4", "--workers", "1", "--quiet", "--out", paths[arch]]
+        assert vision_train.main(argv) == 0
+    return root, paths
+
+
+def test_folder_training_records_how_to_find_the_data(folder_checkpoints):
+    root, paths = folder_checkpoints
+    checkpoint = torch.load(paths["resnet50"], weights_only=True)
+    assert checkpoint["data"] == {"name": "folder", "root": root, "image_size": 16, "classes": ["cat", "dog"]}
+    assert checkpoint["arch"]["name"] == "resnet50" and checkpoint["arch"]["blocks"] == [1, 1, 1, 1]
+    assert len(checkpoint["metrics"]["td_modules"]) == 4 * 4  # 3 convs per bottleneck, a shortcut in each stage
+    assert checkpoint["history"][0]["images_per_second"] > 0 and checkpoint["history"][0]["updates"] == 2
+    assert checkpoint["runtime"]["workers"] == 1 and checkpoint["resume"]["optimizer"]["state"]
+
+
+def test_sweep_on_each_arch_and_the_folder_val_split(folder_checkpoints, tmp_path):
+    root, paths = folder_checkpoints
+    out = tmp_path / "sweep"
+    argv = ["--checkpoint", paths["wrn28_10"], paths["resnet50"], "--sparsity", "0", "0.5", "--data-dir", root,
+            "--bn-recalibrate", "6", "--workers", "1", "--out", str(out)]
+    assert accuracy_vs_sparsity.main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["label"], r["requested_sparsity"]) for r in rows] == [
+        ("wrn28_10", 0.0), ("wrn28_10", 0.5), ("resnet50", 0.0), ("resnet50", 0.5)]
+    assert all(r["dataset"] == "folder" and r["bn_recalibration_images"] == 6 for r in rows)
+    assert rows[3]["per_layer_sparsity"]["stages.3.0.conv3.weight"] == 0.5
+    assert all(r["accuracy"] in (0.0, 25.0, 50.0, 75.0, 100.0) for r in rows)  # 4 val images
+
+
+def test_sweep_refuses_a_folder_with_other_classes(folder_checkpoints, tmp_path, capsys):
+    _, paths = folder_checkpoints
+    other = make_image_folder(tmp_path / "other", classes=("ant", "bee"), train=2, val=1)
+    assert accuracy_vs_sparsity.main(["--checkpoint", paths["wrn28_10"], "--data-dir", other,
+                                      "--out", str(tmp_path / "o")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "the checkpoint was trained on cat, dog" in lines[0]
