@@ -26,57 +26,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def write_dictionaries(directory: str, size: int) -> None:
-    for lang in ("en", "de"):
-        with open(os.path.join(directory, f"dict.{lang}.txt"), "w") as f:
-            f.writelines(f"w{i} {size - i}\n" for i in range(size))
-
-
 def dense_checkpoint(directory: str, args) -> str:
-    """Build the random model through fairseq's own option parsing and save it as a stock checkpoint."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from omegaconf import OmegaConf
-
-    import td_fairseq.models  # noqa: F401
-    from td_fairseq.files import save_torch
-    from td_fairseq.tools.checkpoint import stock_checkpoint
-
-    parser = options.get_training_parser()
+    """The random model built through fairseq's own option parsing, saved as a stock checkpoint."""
+    from td_fairseq.tools.inprocess import random_checkpoint
     dims = ["--encoder-layers", args.layers, "--decoder-layers", args.layers, "--encoder-embed-dim", args.dim,
             "--decoder-embed-dim", args.dim, "--encoder-ffn-embed-dim", args.ffn, "--decoder-ffn-embed-dim",
             args.ffn, "--encoder-attention-heads", args.heads, "--decoder-attention-heads", args.heads]
-    ns = options.parse_args_and_arch(parser, [directory, "--task", "translation", "--arch", "transformer_td",
-                                              "--td-type", "none", "--source-lang", "en", "--target-lang", "de",
-                                              "--share-all-embeddings", "--seed", "1", *map(str, dims)])
-    cfg = convert_namespace_to_omegaconf(ns)
-    torch.manual_seed(1)
-    model = tasks.setup_task(cfg.task).build_model(cfg.model)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain["model"] = vars(plain["model"]) if isinstance(plain["model"], argparse.Namespace) else plain["model"]
-    state = stock_checkpoint({"cfg": plain, "model": model.state_dict(), "args": None})
-    path = os.path.join(directory, "dense.pt")
-    save_torch(state, path)
-    return path
+    return random_checkpoint(directory, ["--td-type", "none", *dims], name="dense.pt")
 
 
 def load(path: str, data: str, device="cpu"):
     from fairseq import checkpoint_utils
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], {"data": data})
     return models[0].eval().to(device), task
-
-
-def batches(dictionary, sentences: int, batch: int, length: int, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, sentences, batch):
-        bsz = min(batch, sentences - start)
-        src = torch.randint(dictionary.nspecial, len(dictionary), (bsz, length + 1), generator=g)
-        src[:, -1] = dictionary.eos()
-        out.append({"id": torch.arange(start, start + bsz),
-                    "net_input": {"src_tokens": src.to(device),
-                                  "src_lengths": torch.full((bsz,), length + 1, device=device)}})
-    return out
 
 
 def decode_seconds(model, task, samples, beam: int, out_len: int):
@@ -100,6 +62,7 @@ def decode_seconds(model, task, samples, beam: int, out_len: int):
 
 def speed_table(dense_path, data, args):
     from td_fairseq.tools.compact import compact_checkpoint
+    from td_fairseq.tools.inprocess import source_batches
     paths = {"dense": dense_path}
     for level in args.levels:
         paths[f"{level:.2f}"] = os.path.join(os.path.dirname(dense_path), f"compact_{level:.2f}.pt")
@@ -107,8 +70,8 @@ def speed_table(dense_path, data, args):
     models = {name: load(path, data, args.device) for name, path in paths.items()}
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in models.items()}
     dictionary = models["dense"][1].source_dictionary
-    settings = {1: batches(dictionary, args.sentences_batch1, 1, args.src_len, device=args.device),
-                64: batches(dictionary, args.sentences_batch64, 64, args.src_len, seed=1, device=args.device)}
+    settings = {1: source_batches(dictionary, args.sentences_batch1, 1, args.src_len, device=args.device),
+                64: source_batches(dictionary, args.sentences_batch64, 64, args.src_len, seed=1, device=args.device)}
     times = {(name, b): [] for name in models for b in settings}
     tokens = {}
     for repeat in range(args.repeats + 1):  # pass 0 warms up (allocator, first calls) and is not kept
@@ -195,6 +158,7 @@ def main(argv=None):
     print("command: python benchmarks/compact_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     gpu = f" | {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""
     print(f"commit {git_commit()} | {machine()}{gpu} | torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    from td_fairseq.tools.inprocess import write_dictionaries
     with tempfile.TemporaryDirectory() as tmp:
         write_dictionaries(tmp, args.vocab)
         dense = dense_checkpoint(tmp, args)

@@ -1,71 +1,103 @@
 """Training-step time of weight-TD transformer_td vs --td-type none vs stock transformer.
 
-Same model size (3+3 layers, dim 256, ffn 1024, 4 heads), same batches, models stepped in
-turn so that machine noise hits all three alike; reports medians and ratios.
+Same model size, same batches, models stepped in turn (the order alternates every step) so that
+machine noise hits all alike; reports medians and ratios. Each step is what fairseq-train does
+for one update: forward, backward through fairseq's own optimizer wrapper for the precision
+(FP16Optimizer with fp32 master weights for --fp16/--bf16, MemoryEfficientFP16Optimizer for
+--memory-efficient-fp16, plain Adam for fp32), gradient norm, step.
 
     python benchmarks/step_overhead.py [--steps 30] [--tokens 4096] [--size small|wmt] [--device cpu|cuda]
+        [--precision fp32 fp16 bf16 memory-efficient-fp16] [--variants td_weight td_none stock ...]
+        [--json OUT.json]
 
-On CUDA each step is bracketed by a device synchronisation, so a step's time includes its
-kernels.
+Variants: td_weight (gamma .75, alpha .66), td_interval10 (the same with --td-mask-interval 10),
+td_pattern24 (--td-pattern 2:4), td_none, stock. On CUDA each step is bracketed by a device
+synchronisation, so a step's time includes its kernels; the "TD forward" column is host time
+inside the TD views (on CUDA it counts launches, not kernels).
+
+fairseq 0.12's --bf16 implies --tpu; the benchmark turns that off, as a GPU run must.
 """
 import argparse
+import json
+import logging
+import os
 import statistics
 import sys
 import time
+import warnings
 
 import torch
-from fairseq import options
-from fairseq.data import Dictionary
-from fairseq.tasks.translation import TranslationTask
 
-import td_fairseq.criterions  # noqa: F401  (registers the criterion)
-import td_fairseq.models  # noqa: F401
-from td_fairseq.results import git_commit, machine
-from td_fairseq.sparsity import td as td_module
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-TD_SECONDS = [0.0]  # time spent inside TD controllers' forward (select, draw, mask)
+from td_fairseq.results import git_commit, machine  # noqa: E402
+from td_fairseq.sparsity import td as td_module  # noqa: E402
+from td_fairseq.tools import inprocess  # noqa: E402
 
-
-def _timed_td_forward(forward):
-    def timed(self, weight):
-        start = time.perf_counter()
-        out = forward(self, weight)
-        TD_SECONDS[0] += time.perf_counter() - start
-        return out
-    return timed
+TD_SECONDS = [0.0]  # time spent inside TD views' forward (select, draw, mask), on the --clock
+CLOCK = [time.perf_counter]
 
 SIZES = {
     "small": ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
               "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim",
               "1024", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"],
     "wmt": [],
+    "tiny": ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
+             "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+             "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"],  # smoke runs only
 }
+TD = ["--td-type", "weight", "--td-gamma", "0.75", "--td-alpha", "0.66"]
+VARIANTS = {  # name: (TD arch?, extra options)
+    "td_weight": (True, TD),
+    "td_interval10": (True, TD + ["--td-mask-interval", "10"]),
+    "td_pattern24": (True, TD + ["--td-pattern", "2:4"]),
+    "td_none": (True, ["--td-type", "none"]),
+    "stock": (False, []),
+}
+PRECISIONS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"],
+              "memory-efficient-fp16": ["--memory-efficient-fp16"], "memory-efficient-bf16": ["--memory-efficient-bf16"]}
+# cpu: this process's CPU time, which other work on a shared machine barely moves (1 thread only:
+# with more, the threads' spin-waits count too); wall: elapsed time, the only one on CUDA
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+COMMON = ["--optimizer", "adam", "--lr", "5e-4", "--label-smoothing", "0.1", "--share-all-embeddings",
+          "--dropout", "0.1"]
 
 
-def build(arch, extra, size, dictionary, device):
-    parser = options.get_training_parser()
-    argv = ["/nonexistent", "--arch", arch, "--task", "translation", "--optimizer", "adam", "--lr", "5e-4",
-            "--criterion", "label_smoothed_cross_entropy_td", "--label-smoothing", "0.1",
-            "--share-all-embeddings", "--dropout", "0.1", *SIZES[size], *extra]
-    args = options.parse_args_and_arch(parser, argv)
-    task = TranslationTask(args, dictionary, dictionary)
-    model = task.build_model(args).to(device)
-    criterion = task.build_criterion(args)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+def _timed_td_forward(forward):
+    def timed(self, weight):
+        start = CLOCK[0]()
+        out = forward(self, weight)
+        TD_SECONDS[0] += CLOCK[0]() - start
+        return out
+    return timed
+
+
+def build(variant, size, precision, vocab, device):
+    """(model, criterion, fairseq optimizer) as fairseq-train builds them for ``precision``."""
+    from fairseq import optim
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    is_td, extra = VARIANTS[variant]
+    wmt = size == "wmt"
+    arch = ("transformer_td_wmt_en_de" if wmt else "transformer_td") if is_td else \
+        ("transformer_wmt_en_de" if wmt else "transformer")
+    cpu = ["--fp16-no-flatten-grads"] if torch.device(device).type == "cpu" and precision != "fp32" else []
+    task, args = inprocess.translation_task(arch, [*COMMON, *SIZES[size], *PRECISIONS[precision], *cpu, *extra],
+                                            vocab)
+    args.tpu = False  # fairseq 0.12: --bf16 implies --tpu
+    torch.manual_seed(0)
+    model, criterion = task.build_model(args), task.build_criterion(args)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision.replace("memory-efficient-", ""))
+    model = model.to(device=device, dtype=dtype) if dtype else model.to(device)
+    cfg = convert_namespace_to_omegaconf(args)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if precision == "fp32":
+        optimizer = optim.build_optimizer(cfg.optimizer, params)
+    elif precision.startswith("memory-efficient"):
+        optimizer = optim.MemoryEfficientFP16Optimizer.build_optimizer(cfg, params)
+    else:
+        optimizer = optim.FP16Optimizer.build_optimizer(cfg, params)
     return model, criterion, optimizer
-
-
-def make_batches(dictionary, n, tokens, length, device, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    bsz = max(1, tokens // length)
-    for _ in range(n):
-        src = torch.randint(dictionary.nspecial, len(dictionary), (bsz, length), generator=g)
-        tgt = torch.randint(dictionary.nspecial, len(dictionary), (bsz, length), generator=g)
-        tgt[:, -1] = dictionary.eos()
-        prev = torch.cat([tgt[:, -1:], tgt[:, :-1]], dim=1)
-        yield {"net_input": {"src_tokens": src.to(device), "src_lengths": torch.full((bsz,), length, device=device),
-                             "prev_output_tokens": prev.to(device)},
-               "target": tgt.to(device), "ntokens": tgt.numel()}
 
 
 def sync(device):
@@ -73,17 +105,54 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def step(model, criterion, optimizer, sample, update, device="cpu"):
+def step(model, criterion, optimizer, sample, update, device="cpu", clock=time.perf_counter):
+    """One update as fairseq's Trainer does it; an fp16 overflow skips the step (timed all the same)."""
     model.train()
     model.set_num_updates(update)
     sync(device)
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    loss, _, _ = criterion(model, sample)
-    loss.backward()
-    optimizer.step()
+    start = clock()
+    optimizer.zero_grad()
+    loss, sample_size, _ = criterion(model, sample)
+    optimizer.backward(loss)
+    optimizer.multiply_grads(1.0 / float(sample_size))
+    try:
+        optimizer.clip_grad_norm(0.0)  # computes the norm (and finds overflows) as fairseq always does
+        optimizer.step()
+    except OverflowError:
+        pass
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def measure(args, precision, vocab):
+    variants = {name: build(name, args.size, precision, vocab, args.device) for name in args.variants}
+    times = {name: [] for name in variants}
+    td_times = {name: [] for name in variants}
+    batches = inprocess.random_batches(vocab, args.warmup + args.steps, args.tokens, args.length, device=args.device)
+    for i, sample in enumerate(batches):
+        order = list(variants) if i % 2 else list(variants)[::-1]
+        for name in order:
+            TD_SECONDS[0] = 0.0
+            t = step(*variants[name], sample, i, args.device, CLOCK[0])
+            if i >= args.warmup:
+                times[name].append(t)
+                td_times[name].append(TD_SECONDS[0])
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        for name, built in variants.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for i, sample in enumerate(batches[-3:]):
+                    step(*built, sample, len(batches) + i, args.device)
+            print(f"{name}: 3 steps")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    row = {"precision": precision, "median_seconds": median,
+           "td_forward_seconds": {n: statistics.median(ts) for n, ts in td_times.items() if n.startswith("td_")}}
+    for name in median:
+        for base in ("td_none", "stock"):
+            if name != base and base in median and name != "stock":
+                row[f"{name}/{base}"] = median[name] / median[base]
+    return row
 
 
 def main(argv=None):
@@ -94,53 +163,47 @@ def main(argv=None):
     p.add_argument("--length", type=int, default=32)
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--size", choices=sorted(SIZES), default="small")
+    p.add_argument("--precision", nargs="+", choices=sorted(PRECISIONS), default=["fp32"])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["td_weight", "td_none", "stock"])
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each variant")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
-    torch.manual_seed(0)
-    dictionary = Dictionary()
-    for i in range(args.vocab):
-        dictionary.add_symbol(f"w{i}")
-    td_arch = "transformer_td_wmt_en_de" if args.size == "wmt" else "transformer_td"
-    stock_arch = "transformer_wmt_en_de" if args.size == "wmt" else "transformer"
-    variants = {
-        "td_weight": build(td_arch, ["--td-type", "weight", "--td-gamma", "0.75", "--td-alpha", "0.66"],
-                           args.size, dictionary, args.device),
-        "td_none": build(td_arch, ["--td-type", "none"], args.size, dictionary, args.device),
-        "stock": build(stock_arch, [], args.size, dictionary, args.device),
-    }
-    times = {name: [] for name in variants}
-    td_times = []
-    batches = list(make_batches(dictionary, args.warmup + args.steps, args.tokens, args.length, args.device))
+    logging.disable(logging.INFO)  # fairseq's and hydra's chatter; the table is the output
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and (torch.device(args.device).type != "cpu" or torch.get_num_threads() != 1):
+        p.error("--clock cpu needs --device cpu and --threads 1")
+    CLOCK[0] = CLOCKS[args.clock]
+    vocab = inprocess.dictionary(args.vocab)
     td_module.TargetedDropout.forward = _timed_td_forward(td_module.TargetedDropout.forward)
-    for i, sample in enumerate(batches):
-        for name, (model, criterion, optimizer) in variants.items():
-            TD_SECONDS[0] = 0.0
-            t = step(model, criterion, optimizer, sample, i, args.device)
-            if i >= args.warmup:
-                times[name].append(t)
-                if name == "td_weight":
-                    td_times.append(TD_SECONDS[0])
-    median = {name: statistics.median(ts) for name, ts in times.items()}
-    if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-        for name, (model, criterion, optimizer) in variants.items():
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for i, sample in enumerate(batches[-3:]):
-                    step(model, criterion, optimizer, sample, len(batches) + i, args.device)
-            print(f"{name}: 3 steps")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-    gpu = f" | {torch.cuda.get_device_name(args.device)}" if torch.device(args.device).type == "cuda" else ""
-    print(f"commit {git_commit()} | {machine()}{gpu} | torch threads {torch.get_num_threads()}")
-    print(f"command: python benchmarks/step_overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print(f"size {args.size}, {args.tokens} target tokens/batch, {args.steps} timed steps, median seconds:")
-    for name, value in median.items():
-        print(f"  {name:10s} {value:.4f}")
-    print(f"  inside TD forward (select, draw, mask) per td_weight step: {statistics.median(td_times):.4f}")
-    print(f"ratio td_weight / td_none = {median['td_weight'] / median['td_none']:.3f}")
-    print(f"ratio td_weight / stock   = {median['td_weight'] / median['stock']:.3f}")
-    print(f"ratio td_none / stock     = {median['td_none'] / median['stock']:.3f}")
-    return median
+    command = "python benchmarks/step_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    gpu = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else None
+    result = {"command": command, "commit": git_commit(), "machine": machine(), "gpu": gpu,
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
+              "tokens": args.tokens, "steps": args.steps, "clock": args.clock, "load_before": os.getloadavg()[0], "rows": []}
+    for precision in args.precision:
+        result["rows"].append(measure(args, precision, vocab))
+    result["load_after"] = os.getloadavg()[0]
+    print(f"commit {result['commit']} | {result['machine']}{' | ' + gpu if gpu else ''} | torch {torch.__version__}, "
+          f"threads {result['threads']} | load {result['load_before']:.1f} -> {result['load_after']:.1f}")
+    print(f"command: {command}")
+    print(f"size {args.size}, {args.tokens} target tokens/batch, {args.steps} timed steps, median {args.clock} seconds:")
+    for row in result["rows"]:
+        print(f"[{row['precision']}]")
+        for name, value in row["median_seconds"].items():
+            inside = row["td_forward_seconds"].get(name)
+            print(f"  {name:14s} {value:.4f}" + (f"   inside TD forward {inside:.4f}" if inside else ""))
+        for key, value in row.items():
+            if "/" in key:
+                print(f"  ratio {key:24s} = {value:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 ``fairseq-train --user-dir td_fairseq`` imports this package after fairseq, which
 registers the models and criterion. The sparsity core and the vision module stay
 importable without fairseq; import ``td_fairseq.models`` to register explicitly.
+``load_for_inference`` imports fairseq only when called.
 """
 import sys
+
+from .inference import load_for_inference  # noqa: F401  (fairseq is imported inside the call)
 
 __version__ = "0.1.0"
 

@@ -87,6 +87,13 @@ OPTIONS = (
     Option("td_targets", "attn,ffn", "comma list from attn,ffn,embed,output", TARGETS, metavar="LIST"),
     Option("td_eval_mask", False, "in eval mode remove the bottom-gamma set (validation of ramping TD)",
            flag=True, config="td", field="eval_mask"),
+    Option("td_pattern", "unstructured", "weight TD only: N:M (e.g. 2:4) targets the M-N smallest |w| of each "
+           "group of M consecutive inputs of a row instead of the bottom gamma (--td-gamma is then unused; a "
+           "ramp scales alpha alone), so that the model is pruned to the pattern afterwards",
+           PATTERN, metavar="N:M", config="td", field="pattern"),
+    Option("td_mask_interval", 1, "select the targeted set every K updates and keep it in between (the drop "
+           "stays fresh every step); 1 is the paper's rule", POSITIVE_INT, metavar="K", config="td",
+           field="mask_interval"),
     Option("sparsity_method", "td", "td, or a baseline on the --td-targets weights", choices=SPARSITY_METHODS,
            group=_B),
     Option("drop_rate", None, "dropout/unit_dropout rate (default: td-gamma * td-alpha, the matching rate)",

@@ -1,8 +1,8 @@
 """Targeted dropout: one weight view (``views``) among others.
 
 Attached with ``views.attach_view``, it is seen by every reader of ``.weight``. Masking
-is a ``masked_fill`` in the forward graph, so dropped entries get zero gradient and
-``.data`` is never edited.
+is a multiply by the keep mask in the forward graph (``remove``), so dropped entries get
+zero gradient and ``.data`` is never edited.
 """
 import math
 from dataclasses import dataclass
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .masks import dropped_mask, targeted_unit_mask, targeted_weight_mask_warm
+from .masks import dropped_mask, targeted_pattern_mask, targeted_unit_mask, targeted_weight_mask_warm
+from .patterns import UNSTRUCTURED, check_pattern_shape, parse_pattern, pattern_name
 from .schedules import td_rates
 from .views import WeightView, attach_views
 
@@ -19,11 +20,18 @@ TD_TYPES = ("none", "weight", "unit", "weight_random", "unit_random")
 
 @dataclass(frozen=True)
 class TDConfig:
+    """``pattern`` 'N:M' (weight TD only): the targeted set is the M-N smallest |w| of each
+    group of M consecutive inputs of a row, a fixed fraction (M-N)/M that replaces gamma's
+    set (gamma is not used); a ramp then scales alpha alone. ``mask_interval`` K: the targeted
+    set is selected at every K-th update and kept in between (the drop is drawn fresh on
+    every read all the same); K = 1 is the paper's rule."""
     td_type: str = "weight"
     gamma: float = 0.75
     alpha: float = 0.66
     ramp_updates: int = 0
     eval_mask: bool = False
+    pattern: str = UNSTRUCTURED
+    mask_interval: int = 1
 
     def __post_init__(self):
         if self.td_type not in TD_TYPES:
@@ -34,6 +42,13 @@ class TDConfig:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
         if not isinstance(self.ramp_updates, int) or self.ramp_updates < 0:
             raise ValueError(f"ramp_updates must be a non-negative integer, got {self.ramp_updates!r}")
+        if not isinstance(self.mask_interval, int) or self.mask_interval < 1:
+            raise ValueError(f"mask_interval must be a positive integer, got {self.mask_interval!r}")
+        nm = parse_pattern(self.pattern)
+        object.__setattr__(self, "pattern", pattern_name(nm))  # canonical, checked
+        object.__setattr__(self, "_nm", nm)  # parsed once: read on every weight read
+        if self.nm is not None and self.by_unit:
+            raise ValueError(f"pattern {self.pattern} applies to weight TD, not td_type {self.td_type!r}")
 
     @property
     def by_unit(self) -> bool:
@@ -43,6 +58,20 @@ class TDConfig:
     def random(self) -> bool:
         return self.td_type.endswith("_random")
 
+    @property
+    def nm(self):
+        """(N, M), or None when unstructured."""
+        return self._nm
+
+
+def remove(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``weight`` with the ``mask`` entries zeroed, in the autograd graph: their gradient is zero.
+
+    A multiply by the 0/1 keep mask, not ``masked_fill``: on CPU masked_fill branches on every
+    element and a random drop mask mispredicts half of those branches (about ten times slower,
+    forward and again backward). Kept entries are multiplied by exactly 1."""
+    return weight * (~mask).view(torch.uint8)
+
 
 class TargetedDropout(WeightView):
     """Maps a raw weight to its targeted-dropout view.
@@ -51,6 +80,13 @@ class TargetedDropout(WeightView):
     no rescaling. Eval: the identity, or with ``eval_mask`` the deterministic removal of
     the whole targeted set (the official code's evaluation). The schedule follows the
     update count given to ``set_num_updates``, as fairseq does for every submodule.
+
+    The targeted set is selected once per update and reused by every training read of
+    that update (gradient accumulation, a weight read twice): it depends only on the
+    weight and gamma, and the weight is stepped between updates. A weight edited in place
+    (an optimizer, ``load_state_dict``) bumps its version and is selected again; one
+    edited through ``.data`` without a new update count is not (fairseq always moves the
+    count with the step). With ``mask_interval`` K > 1 the set is kept for K updates.
     """
 
     log_prefix = "td"
@@ -59,6 +95,8 @@ class TargetedDropout(WeightView):
         super().__init__()
         self.config = config
         self._threshold = None  # warm start for the next selection, never saved
+        self._cached = None  # (key, targeted set) of the last training selection, never saved
+        check_pattern_shape(weight_shape, config.nm)
         if config.random:
             # A fixed random ranking, saved with the model, so the random subset is the
             # same at every step and after a resume. Nested as gamma ramps up.
@@ -70,19 +108,37 @@ class TargetedDropout(WeightView):
     @property
     def rates(self):
         c = self.config
-        return td_rates(self.num_updates, c.gamma, c.alpha, c.ramp_updates)
+        gamma, alpha = td_rates(self.num_updates, c.gamma, c.alpha, c.ramp_updates)
+        if c.nm is not None:  # the pattern fixes the targeted fraction; a ramp scales alpha
+            n, m = c.nm
+            return (m - n) / m, alpha
+        return gamma, alpha
 
     def log_values(self) -> dict:
         gamma, alpha = self.rates
         return {"td_gamma": gamma, "td_alpha": alpha}
 
     def targeted(self, weight: torch.Tensor, gamma: float = None) -> torch.Tensor:
+        """The targeted set of ``weight`` now (a fresh selection, never cached)."""
         gamma = self.rates[0] if gamma is None else gamma
         with torch.no_grad():
             if self.config.by_unit:
                 return targeted_unit_mask(weight, gamma, self.random_score)
+            if self.config.nm is not None:
+                return targeted_pattern_mask(weight, self.config.nm, self.random_score)
             mask, self._threshold = targeted_weight_mask_warm(weight, gamma, self.random_score, self._threshold)
             return mask
+
+    def _training_targeted(self, weight: torch.Tensor, gamma: float) -> torch.Tensor:
+        interval = self.config.mask_interval
+        where = (weight.data_ptr(), weight.shape, weight.dtype, weight.device)
+        # K = 1: exact for the weight and gamma as they are now; K > 1: kept for K updates,
+        # selected at the gamma of the first of them
+        key = (self.num_updates, gamma, weight._version, where) if interval == 1 else \
+            (self.num_updates // interval, where)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self.targeted(weight, gamma))
+        return self._cached[1]
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.config.td_type == "none":
@@ -92,18 +148,19 @@ class TargetedDropout(WeightView):
             if gamma <= 0 or alpha <= 0:
                 self._last_dropped = None
                 return weight
-            dropped = dropped_mask(self.targeted(weight, gamma), alpha)
+            dropped = dropped_mask(self._training_targeted(weight, gamma), alpha)
             self._last_dropped = dropped
-            return weight.masked_fill(dropped, 0.0)
+            return remove(weight, dropped)
         if self.config.eval_mask and gamma > 0:
-            return weight.masked_fill(self.targeted(weight, gamma), 0.0)
+            return remove(weight, self.targeted(weight, gamma))
         return weight
 
     def extra_repr(self) -> str:
         c = self.config
         gamma, alpha = self.rates
         return (f"td_type={c.td_type}, gamma={c.gamma}, alpha={c.alpha}, ramp_updates={c.ramp_updates}, "
-                f"eval_mask={c.eval_mask}, now gamma={gamma:.4g} alpha={alpha:.4g}")
+                f"eval_mask={c.eval_mask}, pattern={c.pattern}, mask_interval={c.mask_interval}, "
+                f"now gamma={gamma:.4g} alpha={alpha:.4g}")
 
 
 def apply_targeted_dropout(model: nn.Module, config: TDConfig, select) -> dict:

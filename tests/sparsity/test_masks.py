@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from td_fairseq.sparsity import (bernoulli_mask, bottom_k_rows_warm, dropped_mask, targeted_count,
+from td_fairseq.sparsity import (bernoulli_mask, bottom_k_rows_warm, dropped_mask, follows_pattern, targeted_count,
                                  targeted_unit_mask, targeted_weight_mask, targeted_weight_mask_warm)
+from td_fairseq.sparsity.masks import targeted_pattern_mask
+from td_fairseq.sparsity.patterns import nm_mask
 
 
 def reference_bottom(score, k):
@@ -103,3 +105,55 @@ def test_dropped_fraction_approaches_gamma_alpha():
     assert not draws[:, ~targeted].any()  # only targeted weights are ever dropped
     # fresh every draw: two draws differ
     assert not torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("shape", [(8, 16), (6, 4, 3, 4), (3, 8)])
+@pytest.mark.parametrize("pattern", [(2, 4), (1, 4), (3, 8), (0, 4)])
+def test_pattern_mask_targets_the_smallest_of_each_group(shape, pattern):
+    torch.manual_seed(7)
+    w = torch.randn(shape)
+    mask = targeted_pattern_mask(w, pattern)
+    n, m = pattern
+    groups = mask.reshape(shape[0], -1, m)
+    assert mask.shape == w.shape and (groups.sum(-1) == m - n).all()
+    size = w.abs().reshape(shape[0], -1, m)
+    largest_targeted = size.masked_fill(~groups, float("-inf")).amax(-1)
+    smallest_kept = size.masked_fill(groups, float("inf")).amin(-1)
+    assert (largest_targeted <= smallest_kept).all()
+    assert follows_pattern(w.masked_fill(mask, 0), pattern)
+
+
+def test_pattern_mask_exact_under_ties_and_with_a_random_score():
+    zeros = torch.zeros(4, 8)
+    assert (targeted_pattern_mask(zeros, (2, 4)).view(4, 2, 4).sum(-1) == 2).all()
+    score = torch.arange(32.0).view(4, 8)
+    mask = targeted_pattern_mask(torch.randn(4, 8), (1, 4), score)  # score ranks, not |w|
+    assert mask.view(4, 2, 4)[..., :3].all() and not mask.view(4, 2, 4)[..., 3].any()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_pattern_mask_of_four_matches_the_shared_nm_mask(n):
+    torch.manual_seed(8)
+    w = torch.randn(64, 32)
+    assert torch.equal(targeted_pattern_mask(w, (n, 4)), nm_mask(w.abs(), (n, 4)))
+
+
+def test_pattern_mask_of_four_breaks_ties_by_position():
+    score = torch.tensor([[1.0, 1.0, 1.0, 2.0, 0.0, 5.0, 0.0, 0.0]])
+    mask = targeted_pattern_mask(torch.zeros(1, 8), (2, 4), score)
+    assert mask.tolist() == [[True, True, False, False, True, False, True, False]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_warm_start_on_half_weights_stays_exact(dtype):
+    torch.manual_seed(9)
+    w = torch.randn(32, 64).to(dtype)
+    threshold = None
+    for step in range(30):
+        mask, threshold = targeted_weight_mask_warm(w, 0.75, None, threshold)
+        size = w.float().abs()
+        assert (mask.sum(1) == 48).all(), step
+        largest_in = size.masked_fill(~mask, float("-inf")).amax(1)
+        smallest_out = size.masked_fill(mask, float("inf")).amin(1)
+        assert (largest_in <= smallest_out).all(), step
+        w = (w.float() + 2e-2 * torch.randn_like(w.float())).to(dtype)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from td_fairseq.sparsity import (TDConfig, apply_targeted_dropout, attach_view, detach_view, drop_fraction,
-                                 remove_views, targeted_unit_mask, targeted_weight_mask, views_of)
+                                 follows_pattern, remove_views, targeted_unit_mask, targeted_weight_mask, views_of)
+from td_fairseq.sparsity.masks import targeted_pattern_mask
 
 
 def linear_with_td(**kw):
@@ -162,3 +163,103 @@ def test_gamma_one_alpha_one_drops_everything():
     layer.train()
     assert (layer.weight == 0).all()
     assert torch.isfinite(layer(torch.randn(2, 20))).all()
+
+
+def test_pattern_td_drops_exactly_the_pattern_set_and_ignores_gamma():
+    layer = linear_with_td(pattern="2:4", gamma=0.9)
+    raw = layer._parameters["weight"]
+    targeted = targeted_pattern_mask(raw, (2, 4))
+    assert layer.td.rates == (0.5, 1.0)
+    layer.train()
+    out = layer(torch.randn(8, 20))
+    assert torch.equal(layer.weight == 0, targeted)
+    assert follows_pattern(layer.weight, (2, 4))
+    out.sum().backward()
+    assert (raw.grad[targeted] == 0).all() and (raw.grad[~targeted] != 0).all()
+
+
+def test_pattern_td_ramp_scales_alpha_and_eval_mask_leaves_the_pattern():
+    layer = linear_with_td(pattern="1:4", alpha=0.5, ramp_updates=10, eval_mask=True)
+    assert layer.td.rates == (0.75, 0.0)
+    layer.train()
+    assert layer.weight is layer._parameters["weight"]  # alpha 0 at update 0: nothing dropped
+    layer.td.set_num_updates(10)
+    assert layer.td.rates == pytest.approx((0.75, 0.25))
+    layer.eval()
+    assert follows_pattern(layer.weight, (1, 4))
+    assert torch.equal(layer.weight == 0, targeted_pattern_mask(layer._parameters["weight"], (1, 4)))
+
+
+def test_random_pattern_td_is_fixed_and_follows_the_groups():
+    layer = linear_with_td(td_type="weight_random", pattern="2:4")
+    layer.train()
+    first = layer.weight == 0
+    assert (first.view(12, 5, 4).sum(-1) == 2).all()
+    with torch.no_grad():
+        layer._parameters["weight"].mul_(-3.0)
+    assert torch.equal(layer.weight == 0, first)
+
+
+def test_pattern_needs_inputs_divisible_by_m():
+    with pytest.raises(ValueError, match="multiple of M=8"):
+        apply_targeted_dropout(nn.Linear(20, 4), TDConfig(pattern="2:8"), lambda n, m: True)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(pattern="4:2"), "N:M"), (dict(pattern="two"), "pattern"), (dict(td_type="unit", pattern="2:4"), "weight TD"),
+    (dict(mask_interval=0), "mask_interval"), (dict(mask_interval=1.5), "mask_interval"),
+])
+def test_pattern_and_interval_validation(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TDConfig(**kw)
+
+
+def test_pattern_is_stored_canonically():
+    assert TDConfig(pattern=(2, 4)).pattern == "2:4" and TDConfig().nm is None
+
+
+def count_selections(layer, monkeypatch):
+    calls = []
+    select = layer.td.targeted
+    monkeypatch.setattr(layer.td, "targeted", lambda *a, **k: calls.append(1) or select(*a, **k))
+    return calls
+
+
+def test_targeted_set_is_selected_once_per_update_and_drawn_fresh_per_read(monkeypatch):
+    layer = linear_with_td(alpha=0.5)
+    calls = count_selections(layer, monkeypatch)
+    layer.train()
+    first, second = layer.weight == 0, layer.weight == 0  # two reads of one update (gradient accumulation)
+    assert len(calls) == 1 and not torch.equal(first, second)
+    targeted = targeted_weight_mask(layer._parameters["weight"], 0.5)
+    assert not (first & ~targeted).any() and not (second & ~targeted).any()
+    layer.td.set_num_updates(1)
+    layer.weight
+    assert len(calls) == 2
+
+
+def test_weight_edited_in_place_is_selected_again_within_an_update(monkeypatch):
+    layer = linear_with_td()
+    calls = count_selections(layer, monkeypatch)
+    layer.train()
+    layer.weight
+    with torch.no_grad():
+        layer._parameters["weight"].mul_(torch.linspace(0.1, 2, 20))  # re-ranks every row
+    assert torch.equal(layer.weight == 0, targeted_weight_mask(layer._parameters["weight"], 0.5))
+    assert len(calls) == 2
+
+
+def test_mask_interval_keeps_the_set_for_k_updates_then_reselects():
+    layer = linear_with_td(mask_interval=3)
+    raw = layer._parameters["weight"]
+    layer.train()
+    kept = targeted_weight_mask(raw, 0.5)
+    for update in range(6):
+        layer.td.set_num_updates(update)
+        if update == 3:
+            kept = targeted_weight_mask(raw, 0.5)
+        assert torch.equal(layer.weight == 0, kept), update  # alpha 1: the dropped set is the kept set
+        assert (kept.sum(1) == 10).all()
+        with torch.no_grad():
+            raw.mul_(torch.rand(20) + 0.5)  # the optimizer moves the weights every update
+    assert not torch.equal(kept, targeted_weight_mask(raw, 0.5))
