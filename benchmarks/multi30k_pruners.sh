@@ -11,11 +11,14 @@ cd "$(dirname "$0")/.."
 OUT=${1:?usage: multi30k_pruners.sh OUT}
 PY=${PYTHON:-.venv/bin/python}
 FT_UPDATES=${FT_UPDATES:-65}
+LABELS=${LABELS:-no_td td}   # models to sweep; FINETUNE=0 skips the fine-tune rows
+FINETUNE=${FINETUNE:-1}
 SWEEP=(--data-bin "$OUT/data/bin" --beam 4 --max-len-a 1.2 --max-len-b 10 --spm "$OUT/data/spm.model"
   --ref "$OUT/data/clean/test.de" --no-progress --reference-label no_td --out "$OUT/sweep_pruners")
 LEVELS=(0.5 0.6 0.7 0.8 0.9 0.95)
 sweep() { "$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" "$@" >> "$OUT/sweep_pruners.log" 2>&1; }
-for label in no_td td; do
+for label in $LABELS; do
+  until [ -f "$OUT/checkpoints/$label/done" ]; do sleep 20; done  # a training still running
   ckpt=(--checkpoint "$OUT/checkpoints/$label/checkpoint_last.pt" --label "$label")
   sweep "${ckpt[@]}" --sparsity 0 "${LEVELS[@]}"
   sweep "${ckpt[@]}" --pattern 2:4 --sparsity 0.5
@@ -23,9 +26,12 @@ for label in no_td td; do
     sweep "${ckpt[@]}" --pruner "$pruner" --sparsity "${LEVELS[@]}"
     sweep "${ckpt[@]}" --pruner "$pruner" --pattern 2:4 --sparsity 0.5
   done
-  sweep "${ckpt[@]}" --pruner sparsegpt --mask-groups block --sparsity "${LEVELS[@]}"
 done
-for level in 0.8 0.9; do  # prune no_td, then fine-tune with the pruned entries frozen at zero
+for label in $LABELS; do  # the paper's block masks after every row-mask row (least needed first to go)
+  sweep --checkpoint "$OUT/checkpoints/$label/checkpoint_last.pt" --label "$label" --pruner sparsegpt \
+    --mask-groups block --sparsity "${LEVELS[@]}"
+done
+for level in $([ "$FINETUNE" = 1 ] && echo 0.8 0.9); do  # prune no_td, then fine-tune with the pruned entries frozen at zero
   name=no_td_ft${level#0.}0
   dir="$OUT/checkpoints/$name"
   if [ ! -f "$dir/done" ]; then

@@ -10,6 +10,8 @@ TD's ranking, L0's log alpha, GMP's mask, ...), all folded into plain weights on
 """
 import dataclasses
 import difflib
+import os
+import sys
 from typing import Optional
 
 from fairseq.dataclass import FairseqDataclass
@@ -109,6 +111,11 @@ def _td_arch(name, stock_arch, tiny=False):
     @register_model_architecture("transformer_td", name)
     def arch(args):
         td_base_architecture(args)
+        try:
+            sparsity_options.check_combination(args)
+        except ValueError as error:  # fairseq's parser has no hook for combinations: one line, exit 1
+            print(f"{os.path.basename(sys.argv[0] or 'fairseq')}: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
         if tiny:
             # 2+2 layers, dim 64: small enough for tests and the demo on 2 CPU cores.
             args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 256)

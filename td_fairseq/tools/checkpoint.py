@@ -13,6 +13,7 @@ from ..results import command_line, git_commit
 from ..sparsity import follows_pattern, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
 from ..sparsity.options import option_keys
+from ..sparsity.patterns import check_pattern_shape, parse_pattern
 from ..sparsity.selection import is_weight_matrix_key
 from ..sparsity.sweep import MagnitudePruner, SweepConfig
 from .archs import STOCK_ARCH, is_transformer_arch
@@ -79,13 +80,23 @@ def level_name(sparsity: float) -> str:
     return f"sparsity_{sparsity:.2f}.pt"
 
 
+def check_pattern(weights: dict, pattern) -> None:
+    """Every weight's rows must split into whole groups of M: say which one does not, up front."""
+    for name, weight in weights.items():
+        try:
+            check_pattern_shape(weight.shape, parse_pattern(pattern), name)
+        except ValueError as error:
+            raise UserError(str(error))
+
+
 def level_pruner(state: dict, path: str, kinds, mode: str, scope: str, pruner: str, data_bin=None,
-                 calibration=(128, 1, "row")):
+                 calibration=(128, 1, "row"), pattern=None):
     """(pruner over the stock state's weights, calibration info). Wanda and SparseGPT run the
     model on calibration sentences of ``data_bin``'s training split."""
     weights = prunable_weights(state["model"], kinds)
     if not weights:
         raise UserError(f"--targets {','.join(kinds)} selects no weight of {path}")
+    check_pattern(weights, pattern)
     if pruner == "magnitude":
         return MagnitudePruner(weights, mode, scope), {}
     if data_bin is None:
@@ -115,7 +126,8 @@ def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="
     out_dir = check_out_dir(out_dir, path)
     if created:  # made again before the first file, so that bad input found later leaves nothing
         os.rmdir(out_dir)
-    level_pruner_, info = level_pruner(state, path, kinds, mode, scope, pruner, data_bin, calibration)
+    level_pruner_, info = level_pruner(state, path, kinds, mode, scope, pruner, data_bin, calibration,
+                                       config.pattern)
     os.makedirs(out_dir, exist_ok=True)
     report = {"checkpoint": os.path.abspath(path), "mode": mode, "scope": scope, "targets": ",".join(kinds),
               "pruner": pruner, "pattern": config.pattern_name, **info,

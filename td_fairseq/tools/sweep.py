@@ -16,6 +16,7 @@ from ..sparsity import parse_kinds
 from ..sparsity.scores import own_scores
 from ..sparsity.selection import is_weight_matrix_key
 from ..sparsity.sweep import MagnitudePruner, SweepConfig, prune_evaluate
+from .checkpoint import check_pattern
 from .translate import (DecodeConfig, TranslationEvaluator, check_max_tokens, load_spm, load_subset,
                         load_translation_model, read_reference, resolve_device)
 
@@ -186,6 +187,7 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
                                 f"(a tied output projection is the embedding: use --targets embed)")
             # ranked and pruned on the CPU, copied into the model wherever it runs
             originals = {k: p.detach().cpu().clone() for k, p in params.items()}
+            check_pattern(originals, config.pattern)
             start = time.perf_counter()
             pruner, fields = make_pruner(config, model, task, params, originals, state, score, calibration)
             base.update(fields, prune_seconds=round(time.perf_counter() - start, 2))

@@ -2,7 +2,7 @@
 table of docs/hardening.md: the exact arguments, the exit code, the observed error line and
 whether anything was written.
 
-    OMP_NUM_THREADS=1 python benchmarks/bad_input_table.py > /tmp/table.md
+    OMP_NUM_THREADS=1 python -m tests.hardening.bad_input_table > /tmp/table.md
 
 Builds its own fixtures (synthetic corpus, data-bin, a 30-update TD checkpoint) in a
 temporary folder; paths in the table are shown as $CASE (the case's own folder), $BIN,
@@ -12,16 +12,12 @@ $CKPT, $OTHER_BIN and $CORPUS, and the shared fairseq-train arguments as $TRAIN_
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from tests.conftest import TRAIN_ARGS, run_cli  # noqa: E402
-from tests.hardening.cases import FAIRSEQ_CASES, NEW_CASES, TRAIN  # noqa: E402
-from tests.hardening.harness import Case, Inputs, run_case  # noqa: E402
+from ..conftest import REPO, TRAIN_ARGS, run_cli
+from .cases import FAIRSEQ_CASES, NEW_CASES, TRAIN
+from .harness import Case, Inputs, run_case
 
 
 def fixtures(root):

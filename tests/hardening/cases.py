@@ -57,12 +57,16 @@ NEW_CASES = [
     Case("prune: sparsity not a number", P, lambda i: [i.ckpt, "--sparsity", "half", "--out-dir", i.out],
          "invalid float value: 'half'"),
     Case("prune: output path is the input checkpoint", P, lambda i: [i.ckpt, "--sparsity", "0.5", "--out-dir", i.ckpt],
-         "File exists"),
+         "exists and is not a directory"),
     Case("prune: output folder under a regular file", P,
          lambda i: [i.ckpt, "--sparsity", "0.5", "--out-dir", os.path.join(i.write("afile", "x"), "sub")],
          "Not a directory"),
     Case("prune: empty --targets", P, lambda i: [i.ckpt, "--sparsity", "0.5", "--targets", "", "--out-dir", i.out],
          "targets must be a comma list"),
+    Case("prune: --pruner sparsegpt without --data-bin", P,
+         lambda i: [i.ckpt, "--sparsity", "0.5", "--pruner", "sparsegpt", "--out-dir", i.out], "give --data-bin"),
+    Case("prune: --pattern 2:3 on 64-wide rows", P,
+         lambda i: [i.ckpt, "--pattern", "2:3", "--out-dir", i.out], "not a multiple of M=3"),
     Case("prune: unknown --mode", P, lambda i: [i.ckpt, "--sparsity", "0.5", "--mode", "random", "--out-dir", i.out],
          "invalid choice: 'random'"),
     # bleu_vs_sparsity.py
@@ -86,16 +90,29 @@ NEW_CASES = [
          "sentencepiece model not found"),
     Case("sweep: --spm not a sentencepiece model", S, lambda i: _sweep(i, "--spm", i.write("spm.model", "x")),
          "cannot read sentencepiece model"),
-    Case("sweep: --beam 0", S, lambda i: _sweep(i, beam="0"),
-         "--beam must be at least 1"),
+    Case("sweep: --beam 0", S, lambda i: _sweep(i, beam="0"), "--beam: expected a positive integer, got '0'"),
+    Case("sweep: --data-bin is the parent of the data-bin", S, lambda i: _sweep(i, data_bin=os.path.dirname(i.data_bin)),
+         "is not a fairseq data-bin: it has no dict.*.txt (did you mean"),
+    Case("sweep: --max-tokens below the longest test sentence", S, lambda i: _sweep(i, "--max-tokens", "5"),
+         "--max-tokens 5 is below the longest sentence of the 'test' subset"),
+    Case("sweep: a vision checkpoint", S, lambda i: _sweep(i, checkpoint=_vision_checkpoint(i)),
+         "is a vision checkpoint (td_fairseq.vision"),
+    Case("sweep: the same --label twice", S, lambda i: _sweep(i, "--checkpoint", i.ckpt, "--label", "a", "--label", "a"),
+         "labels must be unique"),
+    Case("sweep: --pattern 4:2", S, lambda i: _sweep(i, "--pattern", "4:2"), "pattern N:M needs 0 <= N < M"),
+    Case("sweep: --pruner wanda with --mode unit", S, lambda i: _sweep(i, "--pruner", "wanda", "--mode", "unit"),
+         "prunes weights per output row"),
     Case("sweep: --reference-label not a label", S, lambda i: _sweep(i, "--reference-label", "dense"),
          "is not one of the labels"),
     Case("sweep: sparsity NaN", S, lambda i: _sweep(i, sparsity=["nan"]), "sparsity must be in [0, 1), got nan"),
     Case("sweep: --targets output on tied embeddings", S, lambda i: _sweep(i, "--targets", "output"),
          "selects no weight"),
-    Case("sweep: output path is the input checkpoint", S, lambda i: _sweep(i, out=i.ckpt), "File exists"),
+    Case("sweep: output path is the input checkpoint", S, lambda i: _sweep(i, out=i.ckpt),
+         "exists and is not a directory"),
     Case("sweep: output folder under a regular file", S,
          lambda i: _sweep(i, out=os.path.join(i.write("afile", "x"), "sub")), "Not a directory"),
+    Case("train: --freeze-mask with targeted dropout", F, lambda i: _train(i, "--freeze-mask"),
+         "--freeze-mask holds a pruned model's zeros and cannot be combined"),
     # fairseq-train with the TD options (argument parser)
     Case("train: --td-alpha nan", F, lambda i: _train(i, "--td-alpha", "nan"), "--td-alpha: expected a number in [0, 1]",
          exit_code=2),
@@ -123,20 +140,31 @@ NEW_CASES = [
          "empty test set"),
     Case("prepare: misaligned test set", R,
          lambda i: ["--raw-dir", i.raw_dir(test_de=i.test_lines("de")[:-1]), "--dest", i.out], "misaligned test"),
+    Case("prepare: --dest is a regular file", R, lambda i: ["--raw-dir", i.raw_dir(), "--dest", i.write("afile", "x")],
+         "exists and is not a directory"),
     # vision scripts
     Case("vision_train: --td-alpha nan", "vision_train.py", lambda i: ["--td-alpha", "nan", "--out", i.path("o/c.pt")],
-         "alpha must be a number in [0, 1], got nan"),
+         "argument --td-alpha: expected a number in [0, 1], got 'nan'"),
     Case("vision_train: --td-ramp-updates -1", "vision_train.py",
-         lambda i: ["--td-ramp-updates", "-1", "--out", i.path("o/c.pt")], "ramp_updates must be a non-negative"),
+         lambda i: ["--td-ramp-updates", "-1", "--out", i.path("o/c.pt")],
+         "argument --td-ramp-updates: expected a non-negative integer, got '-1'"),
     Case("vision_train: --out is a folder", "vision_train.py", lambda i: ["--out", i.root], "is a directory"),
     Case("vision_train: --out under a regular file", "vision_train.py",
          lambda i: ["--epochs", "1", "--out", os.path.join(i.write("afile", "x"), "c.pt")],
-         "cannot create output directory"),
+         "exists and is not a directory"),
     Case("dependence_analysis: --prune-fraction 1", "dependence_analysis.py",
          lambda i: ["--prune-fraction", "1", "--out", i.out], "sparsity must be in [0, 1)"),
     Case("accuracy_vs_sparsity: a fairseq checkpoint", "accuracy_vs_sparsity.py",
          lambda i: ["--checkpoint", i.ckpt, "--out", i.out], "cannot load checkpoint"),
 ]
+
+def _vision_checkpoint(i):
+    from td_fairseq.files import save_torch
+    path = i.path("in/vision.pt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_torch({"version": 1, "arch": {"name": "resnet32"}, "td": {}, "state_dict": {}}, path)
+    return path
+
 
 # fairseq's own handling of bad input: not ours to shorten; listed in docs/hardening.md.
 FAIRSEQ_CASES = [

@@ -1,5 +1,5 @@
 """The harness of the bad-input cases (cases.py): shared by test_bad_input.py and
-benchmarks/bad_input_table.py.
+tests/hardening/bad_input_table.py (python -m tests.hardening.bad_input_table).
 
 A case is a tool, a command line built from fresh inputs, and a piece of the one error line
 it must print. ``run_case`` also records every file created, changed or removed under the

@@ -1,7 +1,7 @@
 """Bad input the existing tests do not cover: one clear line, a non-zero exit, nothing written.
 
 The cases are in cases.py and the harness in harness.py, both shared with
-benchmarks/bad_input_table.py, which also runs the existing cases and writes the table of
+tests/hardening/bad_input_table.py (python -m tests.hardening.bad_input_table), which also runs the existing cases and writes the table of
 docs/hardening.md.
 """
 import pytest
