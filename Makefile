@@ -6,6 +6,10 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
 # fairseq's other dependencies, listed so torchaudio (audio code only) stays out.
 FAIRSEQ_DEPS := cffi cython "hydra-core==1.3.2" "omegaconf==2.3.0" numpy regex bitarray packaging tqdm
+# tensorboardX (numpy and protobuf only): what `fairseq-train --tensorboard-logdir` writes with,
+# and without it importing fairseq prints an "install tensorboardX" notice. Viewing the logs
+# needs the `tensorboard` program itself, which is not installed here.
+LOGGING := "tensorboardX==2.6.5"
 
 .PHONY: demo test install clean
 
@@ -19,10 +23,11 @@ install: $(STAMP)
 
 # torch is pinned to the CPU wheel; fairseq-fixed builds against it (no build isolation,
 # which would fetch another torch). On a GPU machine see README.md.
-$(STAMP): setup.py
+# The Makefile is a prerequisite too: a package added here reaches existing environments.
+$(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) "torch==2.13.0" numpy cython
-	$(PIP) $(FAIRSEQ_DEPS) sacrebleu sentencepiece matplotlib scikit-learn pytest
+	$(PIP) $(FAIRSEQ_DEPS) $(LOGGING) sacrebleu sentencepiece matplotlib scikit-learn pytest
 	$(PY) -c "import fairseq" 2>/dev/null || $(PIP) --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@

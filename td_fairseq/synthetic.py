@@ -3,7 +3,9 @@
 Hard enough that a tiny model stays well below BLEU 100: German-like gender and case
 agreement of articles and adjectives, subject-verb agreement, verb-second inversion
 after a fronted adverb, verb-final subordinate clauses, and perfect-tense verb brackets.
-Seeded: the same seed gives the same corpus.
+Seeded: the same seed gives the same corpus. Sentences are detokenized plain text (commas and
+the final full stop attach to the word before them), as real references are: sacreBLEU
+tokenizes what it scores, and warns about references that end in " .".
 """
 import random
 
@@ -118,7 +120,12 @@ def sentence_pair(rng):
         sub_en, _, sub_final, _, _ = _clause(rng)
         en = en + [",", connective] + sub_en
         main = main + [",", CONNECTIVES[connective]] + sub_final
-    return " ".join(en) + " .", " ".join(main) + " ."
+    return detokenize(en), detokenize(main)
+
+
+def detokenize(words) -> str:
+    """Words to a sentence: punctuation attaches to the word before it, a full stop ends it."""
+    return " ".join(words).replace(" ,", ",") + "."
 
 
 def make_corpus(n: int, seed: int = 0) -> list:

@@ -5,18 +5,22 @@
 #
 # Leaves DEST/bin (data-bin), DEST/spm.model and DEST/clean/test.de (the raw reference).
 # With --raw-dir, DIR holds train, valid and test in .en and .de, one sentence a line.
-# Without it, the standard WMT'14 corpora are downloaded into DEST/downloads (each archive
-# moved into place only when complete) and assembled into DEST/raw:
+# Without it, the standard WMT'14 corpora are fetched and assembled into DEST/raw:
 #   train  Europarl v7 + Common Crawl + News Commentary v9 (the corpora of fairseq's
-#          prepare-wmt14en2de.sh --icml17, about 4.5 M pairs)
-#   valid  newstest2013;  test  newstest2014 "full" (3003 sentences; its <seg> lines are
-#          extracted as sacreBLEU does for wmt14/full, so DEST/clean/test.de is that reference)
+#          prepare-wmt14en2de.sh --icml17, about 4.5 M pairs), downloaded into DEST/downloads
+#          (each archive moved into place only when complete)
+#   valid  newstest2013 and test newstest2014 "full" (3003 sentences), both from sacreBLEU
+#          (`sacrebleu -t wmt13|wmt14/full -l en-de --echo src|ref`): its download, its SGM
+#          extraction, so DEST/clean/test.de is exactly sacreBLEU's wmt14/full reference.
+#          sacreBLEU keeps them in $SACREBLEU (default here: DEST/downloads/sacrebleu).
 # Every stage is skipped when its output exists: a rerun resumes, and is a no-op once done.
-# PYTHON (default: python) is the interpreter that has td_fairseq and fairseq installed.
+# PYTHON is the interpreter that has td_fairseq, fairseq and sacrebleu installed (default:
+# the repo's .venv/bin/python when there is one, else python).
 set -euo pipefail
 
 PROG=prepare.sh
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [ -z "${PYTHON:-}" ] && [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; fi
 PY=${PYTHON:-python}
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
@@ -39,21 +43,24 @@ done
 [[ $VOCAB =~ ^[1-9][0-9]*$ ]] || usage_error "--vocab-size must be a positive integer, not '$VOCAB'"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || usage_error "--workers must be a positive integer, not '$WORKERS'"
 if [ -n "$RAW_DIR" ] && [ ! -d "$RAW_DIR" ]; then die "raw dir $RAW_DIR does not exist"; fi
+if [ -e "$DEST" ] && [ ! -d "$DEST" ]; then die "--dest $DEST exists and is not a directory"; fi
 command -v "$PY" > /dev/null || die "no python '$PY'; set PYTHON to the interpreter that has td_fairseq"
-"$PY" -c 'import td_fairseq, sentencepiece' 2> /dev/null ||
-  die "$PY cannot import td_fairseq and sentencepiece; set PYTHON to the interpreter that has them"
+# td_fairseq is found, not imported: importing it loads torch, seconds on a busy machine
+"$PY" -c 'import importlib.util, sys, sentencepiece, sacrebleu; sys.exit(not importlib.util.find_spec("td_fairseq"))' 2> /dev/null ||
+  die "$PY cannot import td_fairseq, sentencepiece and sacrebleu; set PYTHON to the interpreter that has them"
 
-# Same corpora as fairseq's examples/translation/prepare-wmt14en2de.sh (--icml17), over https;
-# beside each archive, the tar pattern of the files we take from it.
+# Same training corpora as fairseq's examples/translation/prepare-wmt14en2de.sh (--icml17),
+# over https; beside each archive, the tar pattern of the files we take from it.
 URLS=(
   https://statmt.org/wmt13/training-parallel-europarl-v7.tgz
   https://statmt.org/wmt13/training-parallel-commoncrawl.tgz
   https://statmt.org/wmt14/training-parallel-nc-v9.tgz
-  https://data.statmt.org/wmt17/translation-task/dev.tgz
-  https://statmt.org/wmt14/test-full.tgz
 )
-MEMBERS=('*europarl-v7.de-en.*' '*commoncrawl.de-en.*' '*news-commentary-v9.de-en.*' '*newstest2013*' '*newstest2014-deen-*')
+MEMBERS=('*europarl-v7.de-en.*' '*commoncrawl.de-en.*' '*news-commentary-v9.de-en.*')
 TRAIN_CORPORA=(europarl-v7.de-en commoncrawl.de-en news-commentary-v9.de-en)
+# valid and test: sacreBLEU's test sets (it downloads and unpacks their SGM files itself)
+TEST_SETS=(valid:wmt13 test:wmt14/full)
+export SACREBLEU=${SACREBLEU:-$DEST/downloads/sacrebleu}
 OFFLINE="cannot download WMT'14 (offline?); pass --raw-dir with local files"
 
 TMP_DIRS=()
@@ -93,14 +100,10 @@ one_file() {  # one_file DIR NAME: the single file called NAME under DIR
   echo "$found"
 }
 
-sgm_segments() {  # sgm_segments SGM OUT: the <seg> lines, whitespace collapsed as sacreBLEU does
-  "$PY" -c '
-import re, sys
-with open(sys.argv[1], encoding="utf-8") as f, open(sys.argv[2], "w", encoding="utf-8") as out:
-    for line in f:
-        if line.startswith("<seg "):
-            out.write(re.sub(r"\s+", " ", re.sub(r"<seg.*?>(.*)</seg>.*?", r"\1", line).strip()) + "\n")
-' "$1" "$2"
+sacrebleu_side() {  # sacrebleu_side TEST_SET SIDE OUT: one side (src or ref) of an en-de test set
+  "$PY" -m sacrebleu -t "$1" -l en-de --echo "$2" > "$3" 2> "$3.log" ||
+    die "sacrebleu cannot give $1 en-de $2 (offline? it downloads into $SACREBLEU): $(grep -v '^\s*$' "$3.log" | tail -n 1)"
+  rm -f "$3.log"
 }
 
 plain_lines() {  # concatenate files, one line each, every file newline-terminated; a stray
@@ -108,8 +111,8 @@ plain_lines() {  # concatenate files, one line each, every file newline-terminat
   awk '{ gsub(/\r/, " "); print }' "$@"
 }
 
-assemble_wmt14() {  # DEST/downloads/*.tgz -> DEST/raw/{train,valid,test}.{en,de}
-  local downloads=$DEST/downloads missing=() i url archive work lang file n_en n_de
+assemble_wmt14() {  # DEST/downloads/*.tgz and sacreBLEU's test sets -> DEST/raw/{train,valid,test}.{en,de}
+  local downloads=$DEST/downloads missing=() i url archive work lang file n_en n_de pair split test_set
   for url in "${URLS[@]}"; do [ -f "$downloads/$(basename "$url")" ] || missing+=("$url"); done
   if [ ${#missing[@]} -gt 0 ]; then
     probe "${missing[0]}" || die "$OFFLINE"  # before anything is created under DEST
@@ -119,7 +122,7 @@ assemble_wmt14() {  # DEST/downloads/*.tgz -> DEST/raw/{train,valid,test}.{en,de
   work=$(mktemp -d "$DEST/.tmp-raw.XXXXXX")
   TMP_DIRS+=("$work")
   mkdir "$work/x"
-  echo "extract: WMT'14 en-de archives"
+  echo "extract: WMT'14 en-de training archives"
   for i in "${!URLS[@]}"; do
     archive=$downloads/$(basename "${URLS[$i]}")
     tar -xzf "$archive" -C "$work/x" --wildcards "${MEMBERS[$i]}" 2> "$work/tar.log" ||
@@ -129,18 +132,14 @@ assemble_wmt14() {  # DEST/downloads/*.tgz -> DEST/raw/{train,valid,test}.{en,de
     local train=()
     for corpus in "${TRAIN_CORPORA[@]}"; do file=$(one_file "$work/x" "$corpus.$lang"); train+=("$file"); done
     plain_lines "${train[@]}" > "$work/train.$lang"
-    if file=$(find "$work/x" -type f -name "newstest2013.$lang" -print -quit) && [ -n "$file" ]; then
-      plain_lines "$file" > "$work/valid.$lang"
-    else
-      file=$(one_file "$work/x" "newstest2013-*.$lang.sgm")
-      sgm_segments "$file" "$work/valid.$lang"
-    fi
   done
-  file=$(one_file "$work/x" newstest2014-deen-src.en.sgm)
-  sgm_segments "$file" "$work/test.en"
-  file=$(one_file "$work/x" newstest2014-deen-ref.de.sgm)
-  sgm_segments "$file" "$work/test.de"
   rm -rf "$work/x" "$work/tar.log"
+  echo "sacrebleu: newstest2013 (valid) and newstest2014 full (test), cached in $SACREBLEU"
+  for pair in "${TEST_SETS[@]}"; do
+    split=${pair%%:*} test_set=${pair#*:}
+    sacrebleu_side "$test_set" src "$work/$split.en"
+    sacrebleu_side "$test_set" ref "$work/$split.de"
+  done
   for split in train valid test; do
     n_en=$(wc -l < "$work/$split.en") n_de=$(wc -l < "$work/$split.de")
     [ "$n_en" -eq "$n_de" ] || die "assembled $split is misaligned: $n_en English, $n_de German lines"

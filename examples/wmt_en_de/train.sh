@@ -12,13 +12,15 @@
 #       writes CHECKPOINTS/sweep/results.{csv,json} and bleu_vs_sparsity.png.
 #
 # Extra args come last, so they override the recipe's (e.g. --max-update, --save-interval-updates).
-# Environment: PYTHON (default python), NGPU (default: the GPUs torch sees; --fp16 and the
+# Environment: PYTHON (default: the repo's .venv/bin/python when there is one, else python;
+# fairseq-train is taken from beside it), NGPU (default: the GPUs torch sees; --fp16 and the
 # update frequency follow from it), RAMP_UPDATES (default 20000), CHECKPOINT (default
 # checkpoint_best.pt, for sweep), DRY_RUN=1 prints the command instead of running it.
 set -euo pipefail
 
 PROG=train.sh
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [ -z "${PYTHON:-}" ] && [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; fi
 PY=${PYTHON:-python}
 RECIPES=(baseline td_75 td_90 ramping unit)
 

@@ -1,22 +1,31 @@
 """The embedded demo: synthetic corpus -> data-bin -> no-TD and TD models -> BLEU vs sparsity.
 
-Everything is seeded, so a rerun gives the same numbers; every stage is skipped when its
-output exists (training resumes from checkpoint_last.pt and stops at once when done).
+Everything is seeded, and each model trains on one thread, so a rerun gives the same numbers on
+any machine; every stage is skipped when its output exists (an unfinished training resumes from
+checkpoint_last.pt, a finished one is not started again).
 """
 import os
 import subprocess
 import sys
 
 from ..cli import UserError
+from ..files import load_torch
 from ..synthetic import write_corpus
 from .prepare import prepare
 from ..sparsity.sweep import SweepConfig
 from .sweep import format_table, run_sweep
 from .translate import DecodeConfig
 
+# The TD recipe is sized for this 64-wide model and budget, not the paper's .75/.66: with those,
+# half of the targeted layers' weights are dropped at each step and 600 updates leave the TD
+# model at about 55 BLEU with all weights against no TD's 85-90 (ramping them in over 150
+# updates: 59). Targeting the bottom half of each unit's weights and dropping each half the time
+# (a quarter of the weights per step) trains it to within 0.9 of no TD's dense BLEU and keeps
+# it far ahead at 60-70 % pruning; at 80 % both models are broken. docs/RESULTS.md §2 has the
+# numbers of each recipe tried.
 MODELS = {
     "no_td": ["--td-type", "none"],
-    "td": ["--td-type", "weight", "--td-gamma", "0.75", "--td-alpha", "0.66"],
+    "td": ["--td-type", "weight", "--td-gamma", "0.5", "--td-alpha", "0.5"],
 }
 TRAIN = ["--task", "translation", "--arch", "transformer_td_tiny", "--share-all-embeddings",
          "--criterion", "label_smoothed_cross_entropy_td", "--label-smoothing", "0.1", "--dropout", "0.1",
@@ -24,26 +33,59 @@ TRAIN = ["--task", "translation", "--arch", "transformer_td_tiny", "--share-all-
          "--warmup-updates", "100", "--max-tokens", "12000", "--cpu", "--seed", "1", "--num-workers", "0",
          "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "100"]
 LEVELS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.9]
+MAX_UPDATE = 700  # TD converges more slowly: at 600 updates its dense BLEU was 0.89 of no TD's
 
 
 def _log(message):
     print(message, flush=True)  # progress must show at once, also through a pipe
 
 
-def train(data_bin, save_dir, td_args, max_update, log):
-    """fairseq's own trainer, through its command-line entry point."""
-    os.makedirs(save_dir, exist_ok=True)
-    command = [os.path.join(os.path.dirname(sys.executable), "fairseq-train"), data_bin, "--user-dir",
-               os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *TRAIN, *td_args,
-               "--max-update", str(max_update), "--save-dir", save_dir]
-    with open(os.path.join(save_dir, "train.log"), "a", encoding="utf-8") as log_file:
-        result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise UserError(f"fairseq-train failed; see {os.path.join(save_dir, 'train.log')}")
-    return os.path.join(save_dir, "checkpoint_last.pt")
+def _train_command(data_bin, save_dir, td_args, max_update):
+    return [os.path.join(os.path.dirname(sys.executable), "fairseq-train"), data_bin, "--user-dir",
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *TRAIN, *td_args,
+            "--max-update", str(max_update), "--save-dir", save_dir]
 
 
-def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=240, max_update=600,
+def train_all(data_bin, checkpoint_root, models, max_update):
+    """fairseq's own trainer, through its command-line entry point: one process per model, all
+    at once, one thread each. Two single-thread runs side by side use 2 cores fully, which two
+    2-thread runs in turn do not (a tiny model's operations are too small to split well); and
+    with one thread each the numbers do not depend on the machine's core count. Returns the
+    checkpoint_last.pt of each model. A model whose checkpoint_last.pt has reached
+    ``max_update`` is not started again (fairseq would train one more update when the last
+    epoch ended early); an unfinished one resumes from it."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    runs = []
+    try:
+        for label, td_args in models.items():
+            save_dir = os.path.join(checkpoint_root, label)
+            if _updates_done(os.path.join(save_dir, "checkpoint_last.pt")) >= max_update:
+                runs.append((label, save_dir, None, None))
+                continue
+            os.makedirs(save_dir, exist_ok=True)
+            log_path = os.path.join(save_dir, "train.log")
+            with open(log_path, "a", encoding="utf-8") as log_file:
+                process = subprocess.Popen(_train_command(data_bin, save_dir, td_args, max_update), env=env,
+                                           stdout=log_file, stderr=subprocess.STDOUT)
+            runs.append((label, save_dir, log_path, process))
+        failed = [log_path for _, _, log_path, process in runs if process and process.wait() != 0]
+    finally:
+        for *_, process in runs:  # Ctrl-C or an error: leave no trainer running
+            if process and process.poll() is None:
+                process.terminate()
+                process.wait()
+    if failed:
+        raise UserError(f"fairseq-train failed; see {' and '.join(failed)}")
+    return [os.path.join(save_dir, "checkpoint_last.pt") for _, save_dir, _, _ in runs]
+
+
+def _updates_done(checkpoint):
+    if not os.path.isfile(checkpoint):
+        return 0
+    return load_torch(checkpoint)["optimizer_history"][-1]["num_updates"]
+
+
+def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=240, max_update=MAX_UPDATE,
              levels=LEVELS, log=_log, command=None):
     raw = os.path.join(out_dir, "raw")
     if not os.path.isfile(os.path.join(raw, "test.de")):
@@ -53,10 +95,11 @@ def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=2
             write_corpus(os.path.join(raw, split), n, seed)
     data = os.path.join(out_dir, "data")
     data_bin = prepare(raw, data, vocab_size, log=log)
-    checkpoints = []
     for label, td_args in MODELS.items():
         log(f"train {label}: {max_update} updates of transformer_td_tiny ({' '.join(td_args)})")
-        checkpoints.append(train(data_bin, os.path.join(out_dir, "checkpoints", label), td_args, max_update, log))
+    log(f"  ({'both' if len(MODELS) == 2 else 'all'} at once, one thread each; logs in "
+        f"{os.path.join(out_dir, 'checkpoints', '*', 'train.log')})")
+    checkpoints = train_all(data_bin, os.path.join(out_dir, "checkpoints"), MODELS, max_update)
     log("sweep: weight pruning per unit, beam 4, sacreBLEU against the raw test references")
     decode = DecodeConfig(beam=4, spm=os.path.join(data, "spm.model"), ref=os.path.join(data, "clean", "test.de"))
     rows = run_sweep(data_bin, checkpoints, list(MODELS), SweepConfig(tuple(levels)), decode,

@@ -27,6 +27,17 @@ def check_raw(raw_dir, src, tgt):
             raise UserError(f"empty {split} set in {raw_dir}")
 
 
+def check_dest(dest):
+    """``dest`` is a directory or does not exist yet (then each of its parents that exists is one)."""
+    path = os.path.abspath(dest)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if path == os.path.abspath(dest) and not os.path.isdir(path):
+        raise UserError(f"--dest {dest} exists and is not a directory")
+    if not os.path.isdir(path):
+        raise UserError(f"--dest {dest}: its parent {path} exists and is not a directory")
+
+
 def _read(path):
     """Lines split on LF only (as ``check_raw`` counts them); a stray CR becomes a space and
     a missing final newline keeps its last line."""
@@ -76,8 +87,12 @@ class _Stage:
 
 def prepare(raw_dir, dest, vocab_size=32000, src="en", tgt="de", workers=1, log=print):
     """Build ``dest/bin`` (data-bin) and ``dest/spm.model``; returns the data-bin path."""
+    check_dest(dest)
     check_raw(raw_dir, src, tgt)
-    os.makedirs(dest, exist_ok=True)
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --dest {dest}: {error.strerror}")
     clean, pieces, data_bin = (os.path.join(dest, d) for d in ("clean", "spm", "bin"))
     model = os.path.join(dest, "spm.model")
     if not os.path.isdir(clean):

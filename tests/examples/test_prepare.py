@@ -16,7 +16,7 @@ from ..conftest import REPO, SHARED_DATA
 
 PREPARE = os.path.join(REPO, "examples", "wmt_en_de", "prepare.sh")
 MULTI30K = os.path.join(SHARED_DATA, "multi30k")
-STAGES = ("clean:", "sentencepiece:", "encode:", "fairseq-preprocess:", "download:", "extract:")
+STAGES = ("clean:", "sentencepiece:", "encode:", "fairseq-preprocess:", "download:", "extract:", "sacrebleu:")
 # every proxy points at a closed local port: the download path fails at once, online or not
 OFFLINE_ENV = {name: "http://127.0.0.1:9" for name in
                ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy")}
@@ -25,6 +25,7 @@ OFFLINE_ENV = {name: "http://127.0.0.1:9" for name in
 def prepare(*args, cwd, env=None, timeout=180):
     """Run prepare.sh from ``cwd`` (not the repo root) with this test's interpreter."""
     full_env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", no_proxy="", NO_PROXY="", **(env or {}))
+    full_env.pop("SACREBLEU", None)  # sacreBLEU's cache: prepare.sh's default, under DEST/downloads
     return subprocess.run(["bash", PREPARE, *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -89,7 +90,7 @@ def synthetic_raw(tmp_path_factory):
         with open(raw / f"{split}.en", "a", encoding="utf-8") as f:
             f.write("yes\n")
         with open(raw / f"{split}.de", "a", encoding="utf-8") as f:
-            f.write("ja , das ist es , was wir alle hier wirklich gemeint haben .\n")
+            f.write("ja, das ist es, was wir alle hier wirklich gemeint haben.\n")
     return raw
 
 
@@ -122,7 +123,9 @@ def test_prepare_multi30k_slice(tmp_path):
     assert sentences_in(dest / "bin" / "valid.en-de.en.idx") == 50
 
 
-# --- the download path, with the archives already in DEST/downloads (no network needed) ---
+# --- the download path, offline: the training archives already in DEST/downloads and
+# sacreBLEU's test sets already in its cache (DEST/downloads/sacrebleu), as after a download.
+# The online path (curl and sacreBLEU fetching from statmt.org) cannot run here: no network.
 
 def _tgz(path, members):
     with tarfile.open(path, "w:gz") as tar:
@@ -139,8 +142,20 @@ def _sgm(segments, kind):
            f"<p>\n{body}</p>\n</doc>\n</{kind}set>\n"
 
 
-def fake_wmt14_downloads(downloads, dev_format):
-    """The five archives with WMT'14's layout, filled with the synthetic corpus."""
+def _sacrebleu_cache(cache, test_set, tarball, files):
+    """sacreBLEU's cache after it downloaded and unpacked ``test_set``: it skips the download
+    of a tarball that is there and reads the unpacked SGM files."""
+    raw = cache.joinpath(*test_set.split("/"), "raw")
+    raw.mkdir(parents=True)
+    (raw / tarball).write_bytes(b"already unpacked")
+    for name, text in files.items():
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_text(text, encoding="utf-8")
+
+
+def fake_wmt14_downloads(downloads):
+    """The three training archives with WMT'14's layout, and sacreBLEU's newstest2013 and
+    newstest2014 (full), filled with the synthetic corpus."""
     downloads.mkdir(parents=True)
     pairs = make_corpus(360, seed=7)
     corpora, valid, test = (pairs[0:100], pairs[100:200], pairs[200:300]), pairs[300:330], pairs[330:360]
@@ -150,7 +165,7 @@ def fake_wmt14_downloads(downloads, dev_format):
         return body + "\n" if newline_at_end else body
 
     europarl, crawl, news = corpora
-    crawl_en = text(crawl, 0).replace(" .\n", " .\r extra words\n", 1)  # a stray carriage return
+    crawl_en = text(crawl, 0).replace(".\n", ".\r extra words\n", 1)  # a stray carriage return
     _tgz(downloads / "training-parallel-europarl-v7.tgz", {
         "training/europarl-v7.de-en.en": text(europarl, 0), "training/europarl-v7.de-en.de": text(europarl, 1),
         "training/europarl-v7.fr-en.en": "not this one\n"})
@@ -158,37 +173,45 @@ def fake_wmt14_downloads(downloads, dev_format):
         "commoncrawl.de-en.en": crawl_en, "commoncrawl.de-en.de": text(crawl, 1, newline_at_end=False)})
     _tgz(downloads / "training-parallel-nc-v9.tgz", {
         "training/news-commentary-v9.de-en.en": text(news, 0), "training/news-commentary-v9.de-en.de": text(news, 1)})
-    if dev_format == "plain":
-        dev = {"dev/newstest2013.en": text(valid, 0), "dev/newstest2013.de": text(valid, 1)}
-    else:
-        dev = {"dev/newstest2013-src.en.sgm": _sgm([p[0] for p in valid], "src"),
-               "dev/newstest2013-ref.de.sgm": _sgm([p[1] for p in valid], "ref")}
-    _tgz(downloads / "dev.tgz", {**dev, "dev/newstest2012.en": "not this one\n"})
-    _tgz(downloads / "test-full.tgz", {
+    cache = downloads / "sacrebleu"
+    _sacrebleu_cache(cache, "wmt13", "wmt13.test.tgz", {
+        "test/newstest2013-src.en.sgm": _sgm([p[0] for p in valid], "src"),
+        "test/newstest2013-src.de.sgm": _sgm([p[1] for p in valid], "src"),
+        "test/newstest2013-src.fr.sgm": "not this one\n"})
+    _sacrebleu_cache(cache, "wmt14/full", "wmt14_full.test-full.tgz", {
         "test-full/newstest2014-deen-src.en.sgm": _sgm([p[0] for p in test], "src"),
         "test-full/newstest2014-deen-ref.de.sgm": _sgm([p[1] for p in test], "ref"),
         "test-full/newstest2014-deen-src.de.sgm": "not this one\n"})
     return valid, test
 
 
-@pytest.mark.parametrize("dev_format", ["plain", "sgm"])
-def test_prepare_assembles_wmt14_archives(tmp_path, dev_format):
+def test_prepare_assembles_wmt14_from_archives_and_sacrebleu(tmp_path):
     dest = tmp_path / "wmt14"
-    valid_pairs, test_pairs = fake_wmt14_downloads(dest / "downloads", dev_format)
+    valid_pairs, test_pairs = fake_wmt14_downloads(dest / "downloads")
     result = prepare("--dest", dest, "--vocab-size", 100, cwd=tmp_path, env=OFFLINE_ENV)
     assert result.returncode == 0, result.stderr
-    assert "download:" not in result.stdout and "extract:" in result.stdout
+    assert "download:" not in result.stdout and "extract:" in result.stdout and "sacrebleu:" in result.stdout
     raw = dest / "raw"
     assert sorted(os.listdir(raw)) == sorted(f"{s}.{l}" for s in ("train", "valid", "test") for l in ("en", "de"))
     assert len(lines(raw / "train.en")) == len(lines(raw / "train.de")) == 300
     assert any("\r" not in line and "extra words" in line for line in lines(raw / "train.en"))
+    # sacreBLEU's <seg> contents, whitespace collapsed
     assert lines(raw / "valid.en") == [p[0] for p in valid_pairs]
     assert lines(raw / "valid.de") == [p[1] for p in valid_pairs]
-    # <seg> contents, whitespace collapsed as sacreBLEU does for wmt14/full
     assert lines(raw / "test.en") == [p[0] for p in test_pairs]
     assert lines(raw / "test.de") == [p[1] for p in test_pairs]
     check_output(dest, raw / "test.de", 30)
     check_rerun_is_noop(dest, tmp_path, "--dest", dest, "--vocab-size", 100)
+
+
+def test_sacrebleu_offline_is_one_clear_line(tmp_path):
+    """Training archives present, sacreBLEU's cache empty and no network: one line, no raw."""
+    dest = tmp_path / "wmt14"
+    fake_wmt14_downloads(dest / "downloads")
+    shutil.rmtree(dest / "downloads" / "sacrebleu")
+    result = prepare("--dest", dest, "--vocab-size", 100, cwd=tmp_path, env=OFFLINE_ENV, timeout=60)
+    assert_one_error_line(result, "sacrebleu cannot give wmt13 en-de src (offline?")
+    assert not (dest / "raw").exists() and not [p for p in os.listdir(dest) if p.startswith(".tmp")]
 
 
 # --- bad input: one line, non-zero exit, no data-bin ---
@@ -225,6 +248,23 @@ def test_bad_raw_input_is_one_clear_line(synthetic_raw, tmp_path, name, mutate, 
     result = prepare("--raw-dir", raw, "--dest", dest, "--vocab-size", 100, *extra, cwd=tmp_path)
     assert_one_error_line(result, message)
     assert not (dest / "bin").exists() and not (dest / "spm.model").exists()
+
+
+def test_dest_that_is_a_file_is_one_clear_line(synthetic_raw, tmp_path):
+    dest = tmp_path / "data"
+    dest.write_text("keep me\n")
+    for tool in ("prepare.sh", "prepare_data.py"):
+        if tool == "prepare.sh":
+            result = prepare("--raw-dir", synthetic_raw, "--dest", dest, cwd=tmp_path)
+        else:
+            result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "prepare_data.py"), "--raw-dir",
+                                     str(synthetic_raw), "--dest", str(dest)], cwd=tmp_path, capture_output=True,
+                                    text=True, timeout=120)
+        assert_one_error_line(result, f"--dest {dest} exists and is not a directory")
+        assert result.stderr.startswith(tool)
+        assert dest.read_text() == "keep me\n" and sorted(os.listdir(tmp_path)) == ["data"]
+    result = prepare("--raw-dir", synthetic_raw, "--dest", dest / "below", cwd=tmp_path)
+    assert result.returncode != 0 and "not a directory" in result.stderr
 
 
 BAD_ARGS = [

@@ -116,3 +116,17 @@ def test_tiny_run_and_sweep(tmp_path):
     rows = json.loads((ckpt / "sweep" / "results.json").read_text())
     assert sorted(r["label"] for r in rows) == sorted(RECIPES)
     assert all(r["sentences"] == 12 for r in rows)
+
+
+def test_uses_the_repo_venv_without_python_set(tmp_path):
+    """With PYTHON unset and nothing on PATH, train.sh takes the repo's .venv (as make leaves it)."""
+    if not os.access(os.path.join(REPO, ".venv", "bin", "fairseq-train"), os.X_OK):
+        pytest.skip("no .venv in the repo (make install creates it)")
+    (tmp_path / "data" / "bin").mkdir(parents=True)
+    (tmp_path / "data" / "bin" / "dict.en.txt").write_text("hallo 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(PATH="/usr/bin:/bin", DRY_RUN="1", NGPU="0")
+    result = subprocess.run(["bash", TRAIN, "td_75", "data/bin", "ckpt"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert shlex.split(result.stdout.strip().splitlines()[-1])[0] == os.path.join(REPO, ".venv", "bin", "fairseq-train")
