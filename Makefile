@@ -27,7 +27,7 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) "torch==2.13.0" numpy cython
-	$(PIP) $(FAIRSEQ_DEPS) $(LOGGING) sacrebleu sentencepiece matplotlib scikit-learn pytest
+	$(PIP) $(FAIRSEQ_DEPS) $(LOGGING) sacrebleu sentencepiece matplotlib scikit-learn pillow pytest
 	$(PY) -c "import fairseq" 2>/dev/null || $(PIP) --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@

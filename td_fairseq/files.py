@@ -1,10 +1,16 @@
 """Errors a user can fix, and files written so that nothing is ever half-written.
 
+fairseq checkpoints: torch >= 2.6 loads with ``weights_only=True`` by default and fairseq never
+says otherwise; legacy-argument checkpoints hold an ``argparse.Namespace`` and, with
+``--eval-bleu``, numpy scalars. ``allow_fairseq_checkpoints`` allows exactly those types rather
+than turning the safe loader off.
+
 Library code (tools, vision) raises ``UserError`` and writes through ``atomic_write`` /
 ``save_torch``; the command-line layer (``cli``) only parses and reports. Temporary files
 carry their writer's pid, so a later run can tell a leftover of a killed process from a
 file another live process is still writing.
 """
+import argparse
 import io
 import os
 import re
@@ -77,12 +83,28 @@ def save_torch(obj, path: str) -> None:
     atomic_write(path, buffer.getvalue())
 
 
+def _numpy_globals():
+    import numpy as np
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return [scalar, _reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+def allow_fairseq_checkpoints():
+    import torch  # here, not at the top: the errors and files helpers are used before torch is needed
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is not None:
+        add([argparse.Namespace, *_numpy_globals()])
+
+
 def load_torch(path: str, what: str = "checkpoint"):
     """``torch.load`` (safe loader, on the CPU) with one whole line for a missing, truncated
     or foreign file. fairseq checkpoints load too: their few extra types are allowed."""
     import torch
 
-    from .checkpoints import allow_fairseq_checkpoints
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     allow_fairseq_checkpoints()

@@ -167,7 +167,7 @@ def read_torch_file(path: str, what: str = "checkpoint"):
 
 def pack_file(path: str, out: str) -> dict:
     """Write the packed form of checkpoint ``path`` to ``out``; returns sizes."""
-    from ..checkpoints import allow_fairseq_checkpoints
+    from ..files import allow_fairseq_checkpoints
     check_out_file(out, path)
     allow_fairseq_checkpoints()  # the input may be a training checkpoint with legacy args
     state = read_torch_file(path)

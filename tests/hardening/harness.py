@@ -79,7 +79,7 @@ class Inputs:
         """The trained checkpoint, changed by ``mutate(state)``."""
         import torch
 
-        from td_fairseq.checkpoints import allow_fairseq_checkpoints
+        from td_fairseq.files import allow_fairseq_checkpoints
         allow_fairseq_checkpoints()
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
         mutate(state)

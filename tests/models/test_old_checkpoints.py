@@ -4,7 +4,6 @@ The models are built and saved by that code itself (commit OLD, extracted with g
 run in a subprocess); the current code must load every state dict strictly and compute the same
 eval-mode output.
 """
-import os
 import subprocess
 import sys
 import tarfile

@@ -46,7 +46,7 @@ def assert_same(a, b, where="checkpoint"):
 
 
 def load_any(path):
-    from td_fairseq.checkpoints import allow_fairseq_checkpoints
+    from td_fairseq.files import allow_fairseq_checkpoints
     allow_fairseq_checkpoints()
     return torch.load(path, map_location="cpu", weights_only=True)
 
