@@ -115,14 +115,25 @@ def load_torch(path: str, what: str = "checkpoint"):
                         f"({first_line(error)})") from None
 
 
-def check_out_dir(out_dir: str, *inputs: str) -> str:
-    """Create ``out_dir``; refuse one that holds any of the inputs (nothing is overwritten)."""
+def check_out_dir(out_dir: str, *inputs: str, create: bool = True) -> str:
+    """Create ``out_dir``; refuse one that holds any of the inputs (nothing is overwritten).
+    ``create=False`` only checks that it could be made, for tools that find bad input late and
+    must then leave nothing behind (they make it before their first file)."""
     out = os.path.realpath(out_dir)
     for path in inputs:
         if os.path.realpath(os.path.dirname(os.path.abspath(path))) == out:
             raise UserError(f"output directory {out_dir} is the directory of the input {path}; choose another")
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserError(f"output directory {out_dir} exists and is not a directory")
+    if not create and not os.path.isdir(out):
+        parent = os.path.dirname(out)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise UserError(f"cannot create output directory {out_dir}: Not a directory")
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot create output directory {out_dir}: Permission denied")
+        return out
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:

@@ -122,10 +122,7 @@ def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="
     except ValueError as error:
         raise UserError(str(error))
     state = stock_checkpoint(load_checkpoint(path))
-    created = not os.path.isdir(out_dir)
-    out_dir = check_out_dir(out_dir, path)
-    if created:  # made again before the first file, so that bad input found later leaves nothing
-        os.rmdir(out_dir)
+    out_dir = check_out_dir(out_dir, path, create=False)  # made before the first file: bad input leaves nothing
     level_pruner_, info = level_pruner(state, path, kinds, mode, scope, pruner, data_bin, calibration,
                                        config.pattern)
     os.makedirs(out_dir, exist_ok=True)

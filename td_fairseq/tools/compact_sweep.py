@@ -44,10 +44,7 @@ def run_compact_sweep(data_bin, checkpoints, labels, sparsities, out_dir, decode
     device = resolve_device(device)
     labels = check_labels(checkpoints, labels)
     spm = load_spm(decode.spm) if decode.spm else None
-    created = not os.path.isdir(out_dir)
-    out_dir = check_out_dir(out_dir, *checkpoints)
-    if created:  # made again at the first row, so that bad input found later leaves nothing
-        os.rmdir(out_dir)
+    out_dir = check_out_dir(out_dir, *checkpoints, create=False)  # made at the first row
     rows = load_rows(out_dir)
     done = {(r["label"], r["checkpoint"], r.get("beam"), r.get("subset"), round(float(r["requested_sparsity"]), 6))
             for r in rows}

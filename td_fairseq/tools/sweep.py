@@ -150,10 +150,8 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
     if reference_label is not None and reference_label not in labels:
         raise UserError(f"--reference-label {reference_label!r} is not one of the labels {labels}")
     spm = load_spm(decode.spm) if decode.spm is not None else None
-    created = not os.path.isdir(out_dir)
-    out_dir = check_out_dir(out_dir, *checkpoints)
-    if created:  # it can be made; make it at the first row, so that bad input found later leaves nothing
-        os.rmdir(out_dir)
+    # made at the first row, so that bad input found later leaves nothing
+    out_dir = check_out_dir(out_dir, *checkpoints, create=False)
     rows = load_rows(out_dir)
     settings = settings_of(data_bin, decode, kinds)
     check_settings(rows, settings, out_dir)

@@ -145,9 +145,10 @@ def test_size_at_90_percent(pruned_90, tmp_path):
     assert sizes_at(made_up_checkpoint(), 0.9, tmp_path) <= 0.2
     assert sizes_at(made_up_checkpoint(), 0.0, tmp_path) > 0.99  # nothing to gain, nothing encoded
     # the tiny trained model: its dense embeddings and small tensors weigh more, so the whole file
-    # is about 0.27 of dense, while the pruned tensors alone shrink to 0.1 * 4 + 1/8 bytes per 4
+    # is about 0.31 of dense (the detokenized test corpus has a larger vocabulary than the old
+    # one, whose file was 0.27), while the pruned tensors alone shrink to 0.1 * 4 + 1/8 bytes per 4
     pack(pruned_90, tmp_path / "tiny.packed")
-    assert os.path.getsize(tmp_path / "tiny.packed") / os.path.getsize(pruned_90) < 0.3
+    assert os.path.getsize(tmp_path / "tiny.packed") / os.path.getsize(pruned_90) < 0.35
     weights = list(prunable_weights(load_any(pruned_90)["model"], "attn,ffn").values())
     assert len(weights) == 32
     entries = [encode_tensor(t) for t in weights]
