@@ -7,12 +7,11 @@ each followed by batch norm; a 1x1 conv plus batch norm is the shortcut wherever
 changes. The layout follows ``resnet.ResNet`` (``stem``, ``stem_bn``,
 ``stages.S.B.{conv1,conv2,conv3,shortcut.conv}``, ``fc``), so the TD rule is the same.
 """
-from collections import OrderedDict
 
 from torch import nn
 from torch.nn import functional as F
 
-from .resnet import conv3x3, kaiming_init
+from .resnet import conv3x3, kaiming_init, projection_shortcut
 
 EXPANSION = 4
 
@@ -27,11 +26,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                bn=nn.BatchNorm2d(out_channels)))
+        self.shortcut = projection_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))

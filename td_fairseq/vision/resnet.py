@@ -25,6 +25,14 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
+def projection_shortcut(in_channels: int, out_channels: int, stride: int = 1):
+    """A 1x1 conv and batch norm where the shape changes (a TD target like any stage conv), else None."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                     bn=nn.BatchNorm2d(out_channels)))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
@@ -32,11 +40,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = conv3x3(out_channels, out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                bn=nn.BatchNorm2d(out_channels)))
+        self.shortcut = projection_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
