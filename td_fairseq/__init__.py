@@ -7,7 +7,14 @@ importable without fairseq; import ``td_fairseq.models`` to register explicitly.
 """
 import sys
 
-from .inference import load_for_inference  # noqa: F401  (fairseq is imported inside the call)
+
+
+def load_for_inference(*args, **kwargs):
+    """See ``td_fairseq.inference.load_for_inference`` (imported on call: importing the package
+    stays free of torch, which scripts that only check for the package should not pay for)."""
+    from .inference import load_for_inference as load
+    return load(*args, **kwargs)
+
 
 __version__ = "0.1.0"
 
