@@ -99,3 +99,13 @@ def calibration_feed(model, task, sentences: int = 128, seed: int = 1, split: st
     """(feed, info) for ``sparsity.pruners.make_pruner``; ``info`` goes into result rows."""
     batches, info = calibration_batches(task, sentences, seed, split, allow_valid)
     return make_feed(model, batches), info
+
+
+def calibrated_pruner(kind: str, model, task, params: dict, calibration=(128, 1, "row")):
+    """(Wanda or SparseGPT pruner over ``params`` of ``model``, its calibration info) for the sweep
+    and for prune_checkpoint alike. ``calibration``: (sentences, seed, mask groups)."""
+    from ..sparsity.pruners import make_pruner
+    sentences, seed, mask_groups = calibration
+    feed, info = calibration_feed(model, task, sentences, seed)
+    return make_pruner(kind, model, params, feed, mask_groups, info), dict(info, mask_groups=mask_groups)
+

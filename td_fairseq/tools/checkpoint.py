@@ -103,13 +103,11 @@ def level_pruner(state: dict, path: str, kinds, mode: str, scope: str, pruner: s
         raise UserError(f"--pruner {pruner} calibrates on training sentences: give --data-bin")
     if (mode, scope) != ("weight", "unit"):
         raise UserError(f"--pruner {pruner} prunes weights per output row: it needs --mode weight --scope unit")
-    from ..sparsity.pruners import make_pruner
-    from .calibration import calibration_feed
+    from .calibration import calibrated_pruner
     from .translate import load_translation_model
     model, task, _ = load_translation_model(path, data_bin)
     params = {k: p for k, p in model.named_parameters() if k in weights}
-    feed, info = calibration_feed(model, task, calibration[0], calibration[1])
-    return make_pruner(pruner, model, params, feed, calibration[2], info), dict(info, mask_groups=calibration[2])
+    return calibrated_pruner(pruner, model, task, params, calibration)
 
 
 def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="unit", kinds="attn,ffn",

@@ -128,11 +128,8 @@ def make_pruner(config: SweepConfig, model, task, params, originals, state, scor
     if config.mode != "weight" or config.scope != "unit" or score != "magnitude":
         raise UserError(f"--pruner {config.pruner} prunes weights per output row: it needs --mode weight "
                         "--scope unit --score magnitude")
-    from ..sparsity.pruners import make_pruner as make_calibrated
-    from .calibration import calibration_feed
-    sentences, seed, mask_groups = calibration
-    feed, info = calibration_feed(model, task, sentences, seed)
-    pruner = make_calibrated(config.pruner, model, params, feed, mask_groups, info)
+    from .calibration import calibrated_pruner
+    pruner, info = calibrated_pruner(config.pruner, model, task, params, calibration)
     return pruner, {"ranked_by": config.pruner, **info}
 
 
