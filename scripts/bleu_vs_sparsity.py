@@ -66,12 +66,12 @@ def parse(argv):
 
 
 def configs(args):
-    from td_fairseq.sparsity.patterns import parse_pattern
+    from td_fairseq.sparsity.patterns import parse_pattern, pattern_sparsity
     from td_fairseq.sparsity.sweep import SweepConfig
     from td_fairseq.tools.translate import DecodeConfig
     with cli.user_errors():
         pattern = parse_pattern(args.pattern)
-        levels = args.sparsity if args.sparsity is not None else [0.0, (pattern[1] - pattern[0]) / pattern[1]]
+        levels = args.sparsity if args.sparsity is not None else [0.0, pattern_sparsity(pattern)]
         config = SweepConfig(tuple(levels), args.mode, args.scope, pattern, args.pruner)
         decode = DecodeConfig(args.subset, args.beam, args.lenpen, args.max_len_a, args.max_len_b, args.ref, args.spm)
     if config.pattern is not None and any(s not in (0, config.level_of(1)) for s in config.levels):

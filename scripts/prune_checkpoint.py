@@ -37,7 +37,8 @@ def parse(argv):
     if args.sparsity is None:
         if args.pattern == "unstructured":
             raise cli.UserError("--sparsity is required (or give --pattern N:M)")
-        args.sparsity = [1.0 - int(args.pattern.split(":")[0]) / int(args.pattern.split(":")[1])]
+        from td_fairseq.sparsity.patterns import parse_pattern, pattern_sparsity
+        args.sparsity = [pattern_sparsity(parse_pattern(args.pattern))]
     return args
 
 

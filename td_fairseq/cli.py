@@ -12,12 +12,22 @@ from .files import UserError, check_out_dir  # noqa: F401  (scripts reach both t
 from .results import command_line  # noqa: F401  (scripts record their command through cli)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one: "(default: None)" on an option without a
+    default, or "(default: False)" on a flag, says nothing a reader can use."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises UserError instead of printing usage plus a message and exiting 2,
     and shows every option's default in ``--help``."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):

@@ -25,6 +25,14 @@ def parse_pattern(text):
     return n, m
 
 
+def pattern_sparsity(pattern) -> float:
+    """The fraction an N:M pattern prunes, (M-N)/M; 0 for unstructured (None)."""
+    if pattern is None:
+        return 0.0
+    n, m = pattern
+    return (m - n) / m
+
+
 def pattern_name(pattern) -> str:
     return UNSTRUCTURED if pattern is None else f"{pattern[0]}:{pattern[1]}"
 

@@ -16,7 +16,7 @@ import torch
 
 from .calibration import collect, forward_groups, loaded, weight_modules
 from .masks import bottom_k_rows, targeted_count
-from .patterns import check_pattern_shape, nm_mask, parse_pattern, pattern_name
+from .patterns import check_pattern_shape, nm_mask, parse_pattern, pattern_name, pattern_sparsity
 from .prune import check_sparsity
 from .sparsegpt import MASK_GROUPS, sparsegpt_prune
 from .sweep import MagnitudePruner
@@ -29,7 +29,7 @@ def check_level(level, pattern):
     pattern = parse_pattern(pattern)
     if pattern is None:
         return check_sparsity(level), None
-    own = (pattern[1] - pattern[0]) / pattern[1]
+    own = pattern_sparsity(pattern)
     level = own if level is None else check_sparsity(level)
     if level != 0 and abs(level - own) > 1e-9:
         raise ValueError(f"pattern {pattern_name(pattern)} prunes {own:g}; level {level:g} asks otherwise")

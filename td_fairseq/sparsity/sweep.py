@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .patterns import nm_mask, parse_pattern, pattern_name
+from .patterns import nm_mask, parse_pattern, pattern_name, pattern_sparsity
 from .prune import MODES, SCOPES, PruneRanking, check_sparsity, sparsity_report
 
 
@@ -44,8 +44,7 @@ class SweepConfig:
         """The sparsity an N:M pattern imposes, whatever level was asked (0 stays dense)."""
         if self.pattern is None or level == 0:
             return level
-        n, m = self.pattern
-        return (m - n) / m
+        return pattern_sparsity(self.pattern)
 
 
 class MagnitudePruner:

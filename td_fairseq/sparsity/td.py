@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .masks import dropped_mask, targeted_pattern_mask, targeted_unit_mask, targeted_weight_mask_warm
-from .patterns import UNSTRUCTURED, check_pattern_shape, parse_pattern, pattern_name
+from .patterns import UNSTRUCTURED, check_pattern_shape, parse_pattern, pattern_name, pattern_sparsity
 from .schedules import td_rates
 from .views import WeightView, attach_views
 
@@ -110,8 +110,7 @@ class TargetedDropout(WeightView):
         c = self.config
         gamma, alpha = td_rates(self.num_updates, c.gamma, c.alpha, c.ramp_updates)
         if c.nm is not None:  # the pattern fixes the targeted fraction; a ramp scales alpha
-            n, m = c.nm
-            return (m - n) / m, alpha
+            return pattern_sparsity(c.nm), alpha
         return gamma, alpha
 
     def log_values(self) -> dict:
