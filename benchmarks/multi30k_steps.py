@@ -3,7 +3,6 @@ exist, the sizing from the probe, the choice of the recipe and of each coefficie
 the files the jobs wrote and records its result in the study's state (study.json).
 """
 import csv
-import json
 import os
 import re
 import statistics
@@ -31,8 +30,8 @@ def read_rows(path):
 
 
 def write_json(path, data):
-    from td_fairseq.files import atomic_write
-    atomic_write(path, json.dumps(data, indent=1) + "\n")
+    from td_fairseq.files import write_json
+    write_json(path, data)
 
 
 def record_features(study, program, code):

@@ -216,8 +216,8 @@ def main(argv=None):
     state["config"] = {k: v for k, v in cfg.items() if k not in ("python",)}
 
     def save():
-        from td_fairseq.files import atomic_write
-        atomic_write(state_path, json.dumps(state, indent=1) + "\n")
+        from td_fairseq.files import write_json
+        write_json(state_path, state)
 
     study = multi30k_jobs.Study(cfg, state, save, deadline=deadline)
     study.makespan = lambda sizing: makespan_function(study, sizing)

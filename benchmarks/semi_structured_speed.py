@@ -17,7 +17,6 @@ Goals: sparse / dense >= 1.3 forward, >= 1.15 decode at batch 64.
     python benchmarks/semi_structured_speed.py --smoke            # tiny, on the CPU: dense fallback, ratio ~1
 """
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -210,8 +209,8 @@ def main(argv=None):
         print(f"{name} vs dense twin: {row['identical'] * 100:.1f} % of {row['sentences']} sentences identical, "
               f"max logit difference {row['max_logit_difference']:.3g}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        from td_fairseq.files import write_json
+        write_json(args.json, result)
     return result
 
 

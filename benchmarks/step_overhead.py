@@ -18,7 +18,6 @@ inside the TD views (on CUDA it counts launches, not kernels).
 fairseq 0.12's --bf16 implies --tpu; the benchmark turns that off, as a GPU run must.
 """
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -201,8 +200,8 @@ def main(argv=None):
             if "/" in key:
                 print(f"  ratio {key:24s} = {value:.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        from td_fairseq.files import write_json
+        write_json(args.json, result)
     return result
 
 

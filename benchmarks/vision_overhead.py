@@ -10,14 +10,13 @@ A step is the training loop's own (``vision.train.train_step``: forward, loss, b
 On CUDA each step is bracketed by a device synchronisation. ``--json OUT`` writes the result.
 """
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
 
-from td_fairseq.files import atomic_write
+from td_fairseq.files import write_json
 from td_fairseq.results import command_line, git_commit, machine
 from td_fairseq.sparsity import TD_TYPES, TDConfig, apply_targeted_dropout, options
 from td_fairseq.sparsity.td import TargetedDropout
@@ -142,7 +141,7 @@ def main(argv=None):
     if "td_forward_seconds_per_step" in result:
         print(f"  time inside TD's forward: {1000 * result['td_forward_seconds_per_step']:.2f} ms per step")
     if args.json:
-        atomic_write(args.json, json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -7,11 +7,10 @@ one-hidden-layer MLP of 10 ReLU units trained without and with targeted dropout.
 Writes DIR/delta_e.json (keys no_td and td) and DIR/delta_e.png (theta_i H_ij theta_j,
 important weights first). Bad input: one line on stderr, exit 1, nothing written.
 """
-import json
 import os
 import sys
 
-from td_fairseq.files import atomic_write
+from td_fairseq.files import write_json
 from td_fairseq.results import command_line, git_commit
 from td_fairseq.sparsity import check_sparsity, options
 from td_fairseq.vision import DATASETS, TrainConfig, dependence_study, load_dataset, plot_heatmaps
@@ -58,7 +57,7 @@ def body(argv):
     summary = {key: {k: v for k, v in result.items() if k not in ("matrix", "kept")} for key, result in study.items()}
     summary.update(dataset=args.dataset, loss="mean cross-entropy on the training split, float64, full weights",
                    paper={"no_td": 0.1207, "td": 0.0146}, command=command_line(argv, __file__), commit=git_commit())
-    atomic_write(os.path.join(args.out, "delta_e.json"), json.dumps(summary, indent=1) + "\n")
+    write_json(os.path.join(args.out, "delta_e.json"), summary)
     for key in ("no_td", "td"):
         r = study[key]
         print(f"{key:>6s}: |dE| {r['delta_e']:.4f} (1/2 d'Hd {r['quadratic_delta_e']:.4f})  "

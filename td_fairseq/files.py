@@ -12,6 +12,7 @@ file another live process is still writing.
 """
 import argparse
 import io
+import json
 import os
 import re
 import tempfile
@@ -73,6 +74,11 @@ def atomic_write(path: str, data) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str, obj) -> None:
+    """``obj`` as indented JSON through ``atomic_write`` (results are read by people too)."""
+    atomic_write(path, json.dumps(obj, indent=1) + "\n")
 
 
 def save_torch(obj, path: str) -> None:

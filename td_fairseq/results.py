@@ -11,7 +11,7 @@ import shlex
 import subprocess
 import sys
 
-from .files import atomic_write
+from .files import atomic_write, write_json
 
 SWEEP_COLUMNS = ["label", "checkpoint", "mode", "scope", "requested_sparsity", "measured_sparsity"]
 RUN_COLUMNS = ["command", "commit", "machine"]
@@ -54,7 +54,7 @@ def write_rows(out_dir: str, rows: list, columns: list) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(os.path.join(out_dir, "results.csv"), buffer.getvalue())
-    atomic_write(os.path.join(out_dir, "results.json"), json.dumps(rows, indent=1) + "\n")
+    write_json(os.path.join(out_dir, "results.json"), rows)
 
 
 def load_rows(out_dir: str) -> list:

@@ -4,11 +4,10 @@ A stock checkpoint has the TD machinery removed, the arch mapped to fairseq's ow
 ``transformer*`` arch, the model config as a plain dict and no optimizer state: plain
 ``fairseq-generate`` loads it without ``--user-dir`` and without any environment variable.
 """
-import json
 import os
 from collections.abc import Mapping
 
-from ..files import UserError, atomic_write, check_out_dir, load_torch, save_torch
+from ..files import UserError, check_out_dir, load_torch, save_torch, write_json
 from ..results import command_line, git_commit
 from ..sparsity import follows_pattern, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
@@ -135,5 +134,5 @@ def prune_checkpoint(path: str, sparsities, out_dir: str, mode="weight", scope="
         report["levels"].append({"requested_sparsity": sparsity, "file": level_name(sparsity),
                                  "measured_sparsity": measured["global"], "per_tensor": measured["per_tensor"],
                                  "pattern_holds": all(follows_pattern(t, config.pattern) for t in pruned.values())})
-    atomic_write(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
+    write_json(os.path.join(out_dir, "report.json"), report)
     return report

@@ -9,7 +9,6 @@ temporary folder; paths in the table are shown as $CASE (the case's own folder),
 $CKPT, $OTHER_BIN and $CORPUS, and the shared fairseq-train arguments as $TRAIN_ARGS
 (tests/conftest.py) and $TRAIN (tests/hardening/cases.py). Takes a minute or two on 2 cores.
 """
-import os
 import re
 import shutil
 import tempfile
