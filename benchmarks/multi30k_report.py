@@ -84,8 +84,64 @@ def name(row):
     if row.get("pattern") not in (None, "", "unstructured"):
         label += " " + row["pattern"]
     if row.get("pruner") not in (None, "", "magnitude"):
-        label += f" ({row['pruner']})"
+        label += f" ({pruner_of(row)})"
     return label
+
+
+def pruner_of(row):
+    """magnitude, wanda, sparsegpt, or 'sparsegpt, block' for the paper's per-block masks."""
+    pruner = row.get("pruner") or "magnitude"
+    return pruner + (", block" if pruner == "sparsegpt" and row.get("mask_groups") == "block" else "")
+
+
+def one_shot(rows, stats, low=0.5):
+    """Issue 13's question, per level from ``low`` up and per N:M pattern: which is better, no_td
+    with its best post-training pruner, td with magnitude, or td with its best pruner? Mean
+    BLEU over seeds; the margin is the winner's lead over the runner-up."""
+    options = {}  # (pattern, level) -> label -> pruner -> stat
+    for r in rows:
+        if r["mode"] != "weight" or r["label"] not in ("no_td", "td") or r.get("score", "magnitude") != "magnitude":
+            continue
+        if r["requested_sparsity"] < low:
+            continue
+        pattern = r.get("pattern") or "unstructured"
+        stat = stats[(name(r), "weight", r["requested_sparsity"])]
+        options.setdefault((pattern, r["requested_sparsity"]), {}).setdefault(r["label"], {})[pruner_of(r)] = stat
+    lines = ["| pruned | no_td + its best pruner | td + magnitude | td + its best pruner | best one-shot | margin |",
+             "|---|---|---|---|---|---|"]
+    for (pattern, level), by_label in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
+        candidates = [best(by_label.get("no_td", {})), best({k: v for k, v in by_label.get("td", {}).items()
+                                                             if k == "magnitude"}), best(by_label.get("td", {}))]
+        shown = [f"{cell(c[2])} ({c[1]})" if c else "–" for c in candidates]
+        ranked = sorted({(c[2]["mean"], f"{label} + {c[1]}") for c, label in zip(candidates, ("no_td", "td", "td"))
+                         if c}, reverse=True)
+        winner = ranked[0][1] if ranked else "–"
+        margin = f"{ranked[0][0] - ranked[1][0]:.2f}" if len(ranked) > 1 else "–"
+        where = f"{level * 100:.0f} %" if pattern == "unstructured" else pattern
+        lines.append(f"| {where} | " + " | ".join(shown) + f" | {winner} | {margin} |")
+    return "\n".join(lines)
+
+
+def best(by_pruner):
+    """(mean BLEU, pruner, stat) of the pruner with the highest mean, or None."""
+    if not by_pruner:
+        return None
+    pruner, stat = max(by_pruner.items(), key=lambda kv: kv[1]["mean"])
+    return stat["mean"], pruner, stat
+
+
+def pruner_costs(rows):
+    """Median seconds a pruner took per level (calibration included), per model and pattern."""
+    groups = {}
+    for r in rows:
+        if r["mode"] == "weight" and r.get("prune_seconds") not in (None, "") and r["requested_sparsity"] > 0:
+            key = (r["label"], pruner_of(r), r.get("pattern") or "unstructured")
+            groups.setdefault(key, []).append(float(r["prune_seconds"]))
+    lines = ["| model | pruner | pattern | levels | median seconds per level | max |", "|---|---|---|---|---|---|"]
+    for (label, pruner, pattern), seconds in sorted(groups.items()):
+        lines.append(f"| {label} | {pruner} | {pattern} | {len(seconds)} | {statistics.median(seconds):.2f} "
+                     f"| {max(seconds):.2f} |")
+    return "\n".join(lines)
 
 
 def aggregate(rows):
@@ -263,6 +319,9 @@ def main(argv=None):
     if alternatives:
         sections.append("Pruners, N:M patterns and prune-then-fine-tune:\n\n"
                         + table(stats, ["no_td", "td"] + alternatives, "weight"))
+        sections.append("The best one-shot row per level (no fine-tuning; BLEU, mean over seeds; margin: the "
+                        "winner's lead over the runner-up):\n\n" + one_shot(rows, stats))
+        sections.append("Cost of each pruner on this run's machine:\n\n" + pruner_costs(rows))
     if unit_names:
         sections.append("Unit pruning:\n\n" + table(stats, unit_names, "unit"))
     text = "\n\n".join(sections)

@@ -55,17 +55,18 @@ def test_trains_tunes_sweeps_and_reports(tmp_path):
     assert "l0 (gate)" in (docs / "tables.md").read_text()
 
 
-def fake_sweep(out, name, label, bleus, mode="weight", score="magnitude"):
+def fake_sweep(out, name, label, bleus, mode="weight", score="magnitude", **extra):
     folder = out / "sweeps" / name
     folder.mkdir(parents=True)
     with open(folder / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, ["label", "checkpoint", "mode", "scope", "score", "ranked_by",
-                                    "requested_sparsity", "measured_sparsity", "bleu", "chrf"])
+                                    "requested_sparsity", "measured_sparsity", "bleu", "chrf", *extra])
         writer.writeheader()
         for level, bleu in bleus.items():
             writer.writerow({"label": label, "checkpoint": f"/x/out/{label}.pt", "mode": mode, "scope": "unit",
                              "score": score, "ranked_by": "l0_log_alpha" if score == "own" else "magnitude",
-                             "requested_sparsity": level, "measured_sparsity": level, "bleu": bleu, "chrf": 1})
+                             "requested_sparsity": level, "measured_sparsity": level, "bleu": bleu, "chrf": 1,
+                             **extra})
 
 
 def test_report_ratios_and_verdicts(tmp_path):
@@ -85,6 +86,29 @@ def test_report_ratios_and_verdicts(tmp_path):
     assert "| td | 0 % | 1 | 18.00 | 0.900 | 0.97 | no (short by 0.070) |" in tables
     assert "| ramping_td_90 | 90 % | 0 | not measured |" in tables
     assert "| pruned | no_td | td | l0 (gate) |" in tables
+
+
+def test_report_names_the_best_one_shot_row_per_level_and_each_pruners_cost(tmp_path):
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    fake_sweep(out, "no_td", "no_td", {0.0: 20.0, 0.5: 15.0, 0.8: 1.0}, pruner="magnitude", prune_seconds=0.1)
+    fake_sweep(out, "no_td_sgpt", "no_td", {0.5: 18.0, 0.8: 5.0}, pruner="sparsegpt", mask_groups="row",
+               prune_seconds=10.0)
+    fake_sweep(out, "no_td_sgpt_block", "no_td", {0.5: 18.5}, pruner="sparsegpt", mask_groups="block",
+               prune_seconds=12.0)
+    fake_sweep(out, "td", "td", {0.0: 18.0, 0.5: 17.5, 0.8: 16.0}, pruner="magnitude", prune_seconds=0.1)
+    fake_sweep(out, "td_wanda", "td", {0.5: 17.9, 0.8: 15.0}, pruner="wanda", prune_seconds=2.0)
+    fake_sweep(out, "no_td_24", "no_td", {0.5: 3.0}, pruner="magnitude", pattern="2:4", prune_seconds=0.2)
+    fake_sweep(out, "td_24", "td", {0.5: 9.0}, pruner="magnitude", pattern="2:4", prune_seconds=0.2)
+    report = subprocess.run([sys.executable, REPORT, str(out), "--docs", str(docs)], capture_output=True,
+                            text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    tables = (docs / "tables.md").read_text()
+    assert "| 50 % | 18.50 (sparsegpt, block) | 17.50 (magnitude) | 17.90 (wanda) | no_td + sparsegpt, block | 0.60 |" \
+        in tables
+    assert "| 80 % | 5.00 (sparsegpt) | 16.00 (magnitude) | 16.00 (magnitude) | td + magnitude | 11.00 |" in tables
+    assert "| 2:4 | 3.00 (magnitude) | 9.00 (magnitude) | 9.00 (magnitude) | td + magnitude | 6.00 |" in tables
+    assert "| no_td | sparsegpt, block | unstructured | 1 | 12.00 | 12.00 |" in tables
+    assert "| no_td | sparsegpt | unstructured | 2 | 10.00 | 10.00 |" in tables
 
 
 def test_report_without_a_dense_reference_warns_and_writes_no_ratios(tmp_path):
