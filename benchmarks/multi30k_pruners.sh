@@ -5,18 +5,24 @@
 #
 #   bash benchmarks/multi30k_pruners.sh OUT     (OUT holds data/ and checkpoints/{no_td,td}/ as
 #                                                benchmarks/multi30k.sh writes them)
-# Rows go to OUT/sweep_pruners (one folder: same data, subset, reference and decoding for all).
+# Rows go to OUT/sweeps/pruners (one folder: same data, subset, reference and decoding for all);
+# the report (benchmarks/multi30k_report.py: tables, the best one-shot row per level, each
+# pruner's cost, plots) goes to DOCS (default OUT/report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: multi30k_pruners.sh OUT}
 PY=${PYTHON:-.venv/bin/python}
 FT_UPDATES=${FT_UPDATES:-65}
-LABELS=${LABELS:-no_td td}   # models to sweep; FINETUNE=0 skips the fine-tune rows
-FINETUNE=${FINETUNE:-1}
+LABELS=${LABELS:-no_td td}   # models to sweep; LEVELS: unstructured levels (default 0.5 ... 0.95)
+FINETUNE=${FINETUNE:-1}      # 0 skips the fine-tune rows; FT_LEVELS: their levels (default 0.8 0.9)
 SWEEP=(--data-bin "$OUT/data/bin" --beam 4 --max-len-a 1.2 --max-len-b 10 --spm "$OUT/data/spm.model"
-  --ref "$OUT/data/clean/test.de" --no-progress --reference-label no_td --out "$OUT/sweep_pruners")
-LEVELS=(0.5 0.6 0.7 0.8 0.9 0.95)
-sweep() { "$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" "$@" >> "$OUT/sweep_pruners.log" 2>&1; }
+  --ref "$OUT/data/clean/test.de" --no-progress --reference-label no_td --out "$OUT/sweeps/pruners")
+read -r -a LEVELS <<< "${LEVELS:-0.5 0.6 0.7 0.8 0.9 0.95}"
+mkdir -p "$OUT/sweeps"
+sweep() {
+  "$PY" scripts/bleu_vs_sparsity.py "${SWEEP[@]}" "$@" >> "$OUT/sweeps/pruners.log" 2>&1 ||
+    { echo "multi30k_pruners.sh: error: a sweep failed (see $OUT/sweeps/pruners.log)" >&2; exit 1; }
+}
 for label in $LABELS; do
   until [ -f "$OUT/checkpoints/$label/done" ]; do sleep 20; done  # a training still running
   ckpt=(--checkpoint "$OUT/checkpoints/$label/checkpoint_last.pt" --label "$label")
@@ -31,7 +37,7 @@ for label in $LABELS; do  # the paper's block masks after every row-mask row (le
   sweep --checkpoint "$OUT/checkpoints/$label/checkpoint_last.pt" --label "$label" --pruner sparsegpt \
     --mask-groups block --sparsity "${LEVELS[@]}"
 done
-for level in $([ "$FINETUNE" = 1 ] && echo 0.8 0.9); do  # prune no_td, then fine-tune with the pruned entries frozen at zero
+for level in $([ "$FINETUNE" = 1 ] && echo "${FT_LEVELS:-0.8 0.9}"); do  # prune no_td, then fine-tune with the pruned entries frozen at zero
   name=no_td_ft${level#0.}0
   dir="$OUT/checkpoints/$name"
   if [ ! -f "$dir/done" ]; then
@@ -44,13 +50,10 @@ for level in $([ "$FINETUNE" = 1 ] && echo 0.8 0.9); do  # prune no_td, then fin
       --adam-betas "(0.9, 0.98)" --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 6 --max-tokens 4096 \
       --seed 1 --num-workers 0 --no-epoch-checkpoints --log-format simple --log-interval 10 --cpu \
       --td-type none --freeze-mask --finetune-from-model "$dir/pruned/sparsity_$(printf %.2f "$level").pt" \
-      --max-update "$FT_UPDATES" --save-dir "$dir" > "$dir/train.log" 2>&1
+      --max-update "$FT_UPDATES" --save-dir "$dir" > "$dir/train.log" 2>&1 ||
+      { echo "multi30k_pruners.sh: error: fine-tuning $name failed (see $dir/train.log)" >&2; exit 1; }
     touch "$dir/done"
   fi
   sweep --checkpoint "$dir/checkpoint_last.pt" --label "$name" --sparsity 0
 done
-"$PY" - "$OUT/sweep_pruners" <<'PY'
-import json, sys
-from td_fairseq.tools.sweep import format_table
-print(format_table(json.load(open(sys.argv[1] + "/results.json"))))
-PY
+"$PY" benchmarks/multi30k_report.py "$OUT" --docs "${DOCS:-$OUT/report}"

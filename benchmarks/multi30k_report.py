@@ -41,14 +41,25 @@ OWN_NAMES = {"l0": "l0 (gate)", "variational": "variational (log α)", "smallify
 RUN_COLUMNS = ["seed", "run", "recipe", "max_tokens", "updates", "flags", "train_device", "precision"]
 
 
+# what makes a row (with the defaults of files written before a column existed)
+SAME_ROW = {"checkpoint": "", "mode": "weight", "score": "magnitude", "pruner": "magnitude", "pattern": "unstructured",
+            "mask_groups": "row", "calib_sentences": "0", "calib_seed": "", "requested_sparsity": ""}
+
+
 def load(out_dir):
-    rows = []
+    """Every sweep row under OUT_DIR/sweeps; a row made twice (the same checkpoint pruned the same
+    way in two folders) counts once, so it is never taken for a second seed."""
+    rows, seen = [], set()
     for path in sorted(glob.glob(os.path.join(out_dir, "sweeps", "*", "results.csv"))):
         with open(path, encoding="utf-8") as f:
-            rows += list(csv.DictReader(f))
+            for r in csv.DictReader(f):
+                for key in ("requested_sparsity", "measured_sparsity", "bleu", "chrf"):
+                    r[key] = float(r[key])
+                key = tuple(r.get(k) or default for k, default in SAME_ROW.items())
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(r)
     for r in rows:
-        for key in ("requested_sparsity", "measured_sparsity", "bleu", "chrf"):
-            r[key] = float(r[key])
         r.update(run_info(r["checkpoint"], out_dir))
     return rows
 

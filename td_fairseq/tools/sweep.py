@@ -144,12 +144,15 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
         raise UserError(str(error))
     device = resolve_device(device)
     labels = check_labels(checkpoints, labels)
-    if reference_label is not None and reference_label not in labels:
-        raise UserError(f"--reference-label {reference_label!r} is not one of the labels {labels}")
     spm = load_spm(decode.spm) if decode.spm is not None else None
     # made at the first row, so that bad input found later leaves nothing
     out_dir = check_out_dir(out_dir, *checkpoints, create=False)
     rows = load_rows(out_dir)
+    # the reference may be swept in this call or be in the folder already (one model per call)
+    known = sorted(set(labels) | {r["label"] for r in rows})
+    if reference_label is not None and reference_label not in known:
+        raise UserError(f"--reference-label {reference_label!r} is not one of the labels {known} "
+                        f"(this call's or {out_dir}'s)")
     settings = settings_of(data_bin, decode, kinds)
     check_settings(rows, settings, out_dir)
     check_label_owners(rows, checkpoints, labels, out_dir)

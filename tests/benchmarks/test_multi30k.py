@@ -132,3 +132,31 @@ def test_missing_data_is_one_error_line(tmp_path):
     result = multi30k(tmp_path / "nowhere", tmp_path / "out", "no_td")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"multi30k.sh: error: no Multi30k at {tmp_path / 'nowhere'}"]
+
+
+PRUNERS = os.path.join(REPO, "benchmarks", "multi30k_pruners.sh")
+
+
+def test_pruner_table_end_to_end(tmp_path):
+    data = tmp_path / "m30k"
+    data.mkdir()
+    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
+        write_corpus(str(data / split), n, seed)
+    out = tmp_path / "out"
+    assert multi30k(data, out, "no_td td").returncode == 0
+    env = dict(os.environ, PYTHON=sys.executable, LEVELS="0.5", FT_LEVELS="0.8", FT_UPDATES="2", OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", PRUNERS, str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    made = rows(out / "sweeps" / "pruners" / "results.csv")
+    combos = {(r["label"], r["pruner"], r["pattern"], r["mask_groups"], float(r["requested_sparsity"])) for r in made}
+    for label in ("no_td", "td"):
+        for pruner in ("magnitude", "wanda", "sparsegpt"):
+            assert (label, pruner, "unstructured", "row", 0.5) in combos
+            assert (label, pruner, "2:4", "row", 0.5) in combos
+        assert (label, "sparsegpt", "unstructured", "block", 0.5) in combos
+    assert ("no_td_ft80", "magnitude", "unstructured", "row", 0.0) in combos
+    calibrated = [r for r in made if r["pruner"] != "magnitude"]
+    assert {(r["calib_sentences"], r["calib_seed"], r["calib_split"]) for r in calibrated} == {("128", "1", "train")}
+    tables = (out / "report" / "tables.md").read_text()
+    assert "The best one-shot row per level" in tables and "| 2:4 |" in tables
+    assert (out / "report" / "pruners.png").read_bytes()[:4] == b"\x89PNG"

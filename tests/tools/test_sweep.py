@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from td_fairseq import cli
+from td_fairseq.tools.sweep import add_retention
 
 from ..conftest import REPO, TRAIN_ARGS, run_cli
 
@@ -223,6 +224,25 @@ def test_same_file_names_get_their_folder_as_label_and_duplicates_are_refused(tr
                                        "no_td", "--sparsity", "0", "--beam", "1", "--no-progress", "--out",
                                        str(out)]) == 1
     assert "belongs to" in capsys.readouterr().err
+
+
+def test_reference_label_may_come_from_the_folder(trained_checkpoint, data_bin, tmp_path):
+    """One model per call, the reference swept by an earlier call (as multi30k_pruners.sh does)."""
+    other = tmp_path / "other" / "model.pt"
+    other.parent.mkdir()
+    shutil.copy(trained_checkpoint, other)
+    out = tmp_path / "s"
+    assert sweep(data_bin, trained_checkpoint, out, [0]) == 0
+    argv = ["--data-bin", str(data_bin), "--checkpoint", str(other), "--label", "other", "--sparsity", "0", "0.5",
+            "--beam", "2", "--no-progress", "--out", str(out), "--reference-label", "td"]
+    assert cli.run(sweep_script.main, argv) == 0
+    assert {(r["label"], float(r["requested_sparsity"])) for r in rows_of(out)} == {
+        ("td", 0.0), ("other", 0.0), ("other", 0.5)}
+    # the tiny model scores 0 BLEU, so the ratio itself is checked on made-up rows
+    rows = [{"label": "td", "requested_sparsity": 0.0, "bleu": 20.0},
+            {"label": "other", "requested_sparsity": 0.5, "bleu": 15.0}]
+    add_retention(rows, "td")
+    assert [r["retention"] for r in rows] == [1.0, 0.75]
 
 
 def test_more_bad_input_is_one_line(trained_checkpoint, data_bin, tmp_path, capsys):
