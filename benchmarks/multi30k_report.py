@@ -228,6 +228,50 @@ def plot(stats, names, mode, path, title):
     save_figure(fig, path)
 
 
+PRUNER_COLORS = {"magnitude": "tab:blue", "wanda": "tab:green", "sparsegpt": "tab:red", "sparsegpt, block": "tab:purple"}
+
+
+def plot_pruners(rows, stats, path):
+    """no_td (dashed) and td (solid) per pruner (colour), unstructured; 2:4 rows as stars at
+    50 %, prune-then-fine-tune rows as black crosses."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
+    drawn = set()
+    for r in rows:
+        if r["mode"] != "weight" or r.get("score", "magnitude") != "magnitude":
+            continue
+        pattern = r.get("pattern") or "unstructured"
+        key = (r["label"], pruner_of(r), pattern)
+        if key in drawn:
+            continue
+        drawn.add(key)
+        label, pruner = key[0], key[1]
+        points = sorted((v["sparsity"] * 100, v["mean"]) for k, v in stats.items() if k[0] == name(r) and
+                        k[1] == "weight")
+        color = PRUNER_COLORS.get(pruner, "tab:gray")
+        if label.startswith("no_td_ft"):
+            ax.plot([x for x, _ in points], [y for _, y in points], "kX", markersize=9,
+                    label=f"{label} (pruned, then fine-tuned)")
+        elif label in ("no_td", "td") and pattern == "unstructured":
+            ax.plot([x for x, _ in points], [y for _, y in points], "--" if label == "no_td" else "-", marker="o",
+                    markersize=4, color=color, label=f"{label} + {pruner}")
+        elif label in ("no_td", "td"):
+            ax.plot([x for x, _ in points if x > 0], [y for x, y in points if x > 0], "*" if label == "td" else "P",
+                    markersize=11, color=color, markeredgecolor="black", markeredgewidth=0.5,
+                    label=f"{label} + {pruner}, {pattern}")
+    if not drawn:
+        plt.close(fig)
+        return
+    ax.set_xlabel("pruned weights (%)")
+    ax.set_ylabel("BLEU (sacreBLEU)")
+    ax.set_title("Multi30k: pruners on no_td (dashed) and td (solid)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    save_figure(fig, path)
+
+
 def plot_curves(rows, path):
     """Validation loss against updates of no_td and td, each seed thin, the mean bold."""
     import matplotlib
@@ -310,8 +354,7 @@ def main(argv=None):
     if unit_names:
         plot(stats, unit_names, "unit", os.path.join(args.docs, "unit_pruning.png"), "Multi30k, unit pruning")
     if alternatives:
-        plot(stats, ["no_td", "td"] + alternatives, "weight", os.path.join(args.docs, "pruners.png"),
-             "Multi30k, pruners and patterns")
+        plot_pruners(rows, stats, os.path.join(args.docs, "pruners.png"))
     plot_curves(rows, os.path.join(args.docs, "curves.png"))
     dense_line = f"no_td dense BLEU: {cell(dense_stat)} ({dense_stat['n']} seed{'s' if dense_stat['n'] > 1 else ''})" \
         if dense else "no_td dense BLEU: not measured, or 0"
