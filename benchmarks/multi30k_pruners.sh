@@ -52,6 +52,8 @@ for level in $([ "$FINETUNE" = 1 ] && echo "${FT_LEVELS:-0.8 0.9}"); do  # prune
       --td-type none --freeze-mask --finetune-from-model "$dir/pruned/sparsity_$(printf %.2f "$level").pt" \
       --max-update "$FT_UPDATES" --save-dir "$dir" > "$dir/train.log" 2>&1 ||
       { echo "multi30k_pruners.sh: error: fine-tuning $name failed (see $dir/train.log)" >&2; exit 1; }
+    printf '{"from": "no_td pruned by magnitude to %s", "updates": %s, "lr": 5e-4, "frozen_mask": true}\n' \
+      "$level" "$FT_UPDATES" > "$dir/finetune.json"
     touch "$dir/done"
   fi
   sweep --checkpoint "$dir/checkpoint_last.pt" --label "$name" --sparsity 0

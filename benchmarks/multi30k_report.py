@@ -38,7 +38,8 @@ METHODS = ["no_td", "dropout", "td", "random_td", "l1", "l0", "l0 (gate)", "vari
 TARGETS = [("td", 0.0, 0.97), ("td", 0.7, 0.97), ("td", 0.8, 0.95), ("ramping_td_90", 0.9, 0.95),
            ("ramping_td_95", 0.95, 0.90), ("gmp", 0.9, None), ("no_td", 0.7, None), ("no_td", 0.8, None)]
 OWN_NAMES = {"l0": "l0 (gate)", "variational": "variational (log α)", "smallify": "smallify (switch)"}
-RUN_COLUMNS = ["seed", "run", "recipe", "max_tokens", "updates", "flags", "train_device", "precision"]
+RUN_COLUMNS = ["seed", "run", "recipe", "max_tokens", "updates", "flags", "train_device", "precision",
+               "finetune_from", "finetune_updates"]
 
 
 # what makes a row (with the defaults of files written before a column existed)
@@ -84,7 +85,13 @@ def run_info(checkpoint, out_dir):
                     updates=run["updates"], flags=run["flags"], train_device=run["device"],
                     precision=run["precision"], train_log=os.path.join(directory, "train.log"))
     match = re.search(r"/s(\d+)/checkpoint", checkpoint)
-    return dict(seed=int(match.group(1)) if match else 1, train_log=os.path.join(directory, "train.log"))
+    info = dict(seed=int(match.group(1)) if match else 1, train_log=os.path.join(directory, "train.log"))
+    path = os.path.join(directory, "finetune.json")  # written by multi30k_pruners.sh
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            finetune = json.load(f)
+        info.update(finetune_from=finetune["from"], finetune_updates=finetune["updates"])
+    return info
 
 
 def name(row):

@@ -157,6 +157,8 @@ def test_pruner_table_end_to_end(tmp_path):
     assert ("no_td_ft80", "magnitude", "unstructured", "row", 0.0) in combos
     calibrated = [r for r in made if r["pruner"] != "magnitude"]
     assert {(r["calib_sentences"], r["calib_seed"], r["calib_split"]) for r in calibrated} == {("128", "1", "train")}
+    finetuned = [r for r in rows(out / "report" / "results.csv") if r["label"] == "no_td_ft80"]
+    assert finetuned[0]["finetune_updates"] == "2" and "magnitude to 0.8" in finetuned[0]["finetune_from"]
     tables = (out / "report" / "tables.md").read_text()
     assert "The best one-shot row per level" in tables and "| 2:4 |" in tables
     assert (out / "report" / "pruners.png").read_bytes()[:4] == b"\x89PNG"
