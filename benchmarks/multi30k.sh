@@ -45,6 +45,7 @@ GMP_START=$((UPDATES / 5)); GMP_INTERVAL=$((UPDATES / 26 > 0 ? UPDATES / 26 : 1)
 declare -A RECIPE=(
   [no_td]="--td-type none"
   [td]="--td-type weight --td-gamma 0.75 --td-alpha 0.66"
+  [td_2_4]="--td-type weight --td-pattern 2:4 --td-gamma 0.5 --td-alpha 0.66"
   [ramping_td_90]="--td-type weight --td-gamma 0.90 --td-alpha 0.99 --td-eval-mask"
   [ramping_td_95]="--td-type weight --td-gamma 0.95 --td-alpha 0.99 --td-eval-mask"
   [unit_td]="--td-type unit --td-gamma 0.5 --td-alpha 0.5"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue #13's table at the 650-update budget: no_td and td pruned by magnitude, Wanda and SparseGPT
 # (row and block mask groups), unstructured 50-95 % and 2:4, plus no_td pruned by magnitude then
-# fine-tuned with frozen masks (10 % of the training updates) at 80 and 90 %.
+# fine-tuned with frozen masks (10 % of the training updates) at 80 and 90 %, and, when OUT has
+# one, a model trained with TD's 2:4 pattern (label td_2_4) pruned to 2:4 by each pruner.
 #
 #   bash benchmarks/multi30k_pruners.sh OUT     (OUT holds data/ and checkpoints/{no_td,td}/ as
 #                                                benchmarks/multi30k.sh writes them)
@@ -33,6 +34,12 @@ for label in $LABELS; do
     sweep "${ckpt[@]}" --pruner "$pruner" --pattern 2:4 --sparsity 0.5
   done
 done
+# a model trained with a 2:4 TD pattern (LABELS="td_2_4" bash benchmarks/multi30k.sh OUT), if there is one
+if [ -f "$OUT/checkpoints/td_2_4/done" ]; then
+  ckpt=(--checkpoint "$OUT/checkpoints/td_2_4/checkpoint_last.pt" --label td_2_4)
+  sweep "${ckpt[@]}" --sparsity 0
+  for pruner in magnitude wanda sparsegpt; do sweep "${ckpt[@]}" --pruner "$pruner" --pattern 2:4 --sparsity 0.5; done
+fi
 for label in $LABELS; do  # the paper's block masks after every row-mask row (least needed first to go)
   sweep --checkpoint "$OUT/checkpoints/$label/checkpoint_last.pt" --label "$label" --pruner sparsegpt \
     --mask-groups block --sparsity "${LEVELS[@]}"

@@ -112,27 +112,31 @@ def pruner_of(row):
     return pruner + (", block" if pruner == "sparsegpt" and row.get("mask_groups") == "block" else "")
 
 
+TD_MODELS = ("td", "td_2_4")  # td_2_4: trained with TD's 2:4 pattern, a TD model for the 2:4 row
+
+
 def one_shot(rows, stats, low=0.5):
     """Issue 13's question, per level from ``low`` up and per N:M pattern: which is better, no_td
-    with its best post-training pruner, td with magnitude, or td with its best pruner? Mean
-    BLEU over seeds; the margin is the winner's lead over the runner-up."""
-    options = {}  # (pattern, level) -> label -> pruner -> stat
+    with its best post-training pruner, td with magnitude, or a TD model with its best pruner?
+    Mean BLEU over seeds; the margin is the winner's lead over the runner-up."""
+    options = {}  # (pattern, level) -> {(label, pruner): stat}
     for r in rows:
-        if r["mode"] != "weight" or r["label"] not in ("no_td", "td") or r.get("score", "magnitude") != "magnitude":
+        if r["mode"] != "weight" or r["label"] not in ("no_td",) + TD_MODELS:
             continue
-        if r["requested_sparsity"] < low:
+        if r.get("score", "magnitude") != "magnitude" or r["requested_sparsity"] < low:
             continue
-        pattern = r.get("pattern") or "unstructured"
         stat = stats[(name(r), "weight", r["requested_sparsity"])]
-        options.setdefault((pattern, r["requested_sparsity"]), {}).setdefault(r["label"], {})[pruner_of(r)] = stat
-    lines = ["| pruned | no_td + its best pruner | td + magnitude | td + its best pruner | best one-shot | margin |",
+        options.setdefault((r.get("pattern") or "unstructured", r["requested_sparsity"]), {})[
+            (r["label"], pruner_of(r))] = stat
+    lines = ["| pruned | no_td + its best pruner | td + magnitude | TD + its best pruner | best one-shot | margin |",
              "|---|---|---|---|---|---|"]
-    for (pattern, level), by_label in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
-        candidates = [best(by_label.get("no_td", {})), best({k: v for k, v in by_label.get("td", {}).items()
-                                                             if k == "magnitude"}), best(by_label.get("td", {}))]
-        shown = [f"{cell(c[2])} ({c[1]})" if c else "–" for c in candidates]
-        ranked = sorted({(c[2]["mean"], f"{label} + {c[1]}") for c, label in zip(candidates, ("no_td", "td", "td"))
-                         if c}, reverse=True)
+    for (pattern, level), found in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
+        candidates = [best({k: v for k, v in found.items() if k[0] == "no_td"}),
+                      best({k: v for k, v in found.items() if k == ("td", "magnitude")}),
+                      best({k: v for k, v in found.items() if k[0] in TD_MODELS})]
+        shown = [f"{cell(c[2])} ({c[1][1] if c[1][0] in ('no_td', 'td') else ', '.join(c[1])})" if c else "–"
+                 for c in candidates]
+        ranked = sorted({(c[0], " + ".join(c[1])) for c in candidates if c}, reverse=True)
         winner = ranked[0][1] if ranked else "–"
         margin = f"{ranked[0][0] - ranked[1][0]:.2f}" if len(ranked) > 1 else "–"
         where = f"{level * 100:.0f} %" if pattern == "unstructured" else pattern
@@ -140,12 +144,12 @@ def one_shot(rows, stats, low=0.5):
     return "\n".join(lines)
 
 
-def best(by_pruner):
-    """(mean BLEU, pruner, stat) of the pruner with the highest mean, or None."""
-    if not by_pruner:
+def best(found):
+    """(mean BLEU, (label, pruner), stat) of the highest mean, or None."""
+    if not found:
         return None
-    pruner, stat = max(by_pruner.items(), key=lambda kv: kv[1]["mean"])
-    return stat["mean"], pruner, stat
+    key, stat = max(found.items(), key=lambda kv: kv[1]["mean"])
+    return stat["mean"], key, stat
 
 
 def pruner_costs(rows):
@@ -239,8 +243,9 @@ PRUNER_COLORS = {"magnitude": "tab:blue", "wanda": "tab:green", "sparsegpt": "ta
 
 
 def plot_pruners(rows, stats, path):
-    """no_td (dashed) and td (solid) per pruner (colour), unstructured; 2:4 rows as stars at
-    50 %, prune-then-fine-tune rows as black crosses."""
+    """no_td (dashed), td (solid) and td_2_4 (dotted) per pruner (colour), unstructured; pattern
+    rows as markers at their level (no_td plus, td star, td_2_4 diamond); prune-then-fine-tune
+    rows as black crosses."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -261,19 +266,19 @@ def plot_pruners(rows, stats, path):
         if label.startswith("no_td_ft"):
             ax.plot([x for x, _ in points], [y for _, y in points], "kX", markersize=9,
                     label=f"{label} (pruned, then fine-tuned)")
-        elif label in ("no_td", "td") and pattern == "unstructured":
-            ax.plot([x for x, _ in points], [y for _, y in points], "--" if label == "no_td" else "-", marker="o",
-                    markersize=4, color=color, label=f"{label} + {pruner}")
-        elif label in ("no_td", "td"):
-            ax.plot([x for x, _ in points if x > 0], [y for x, y in points if x > 0], "*" if label == "td" else "P",
-                    markersize=11, color=color, markeredgecolor="black", markeredgewidth=0.5,
-                    label=f"{label} + {pruner}, {pattern}")
+        elif label in ("no_td",) + TD_MODELS and pattern == "unstructured":
+            ax.plot([x for x, _ in points], [y for _, y in points], {"no_td": "--", "td": "-"}.get(label, ":"),
+                    marker="o", markersize=4, color=color, label=f"{label} + {pruner}")
+        elif label in ("no_td",) + TD_MODELS:
+            ax.plot([x for x, _ in points if x > 0], [y for x, y in points if x > 0],
+                    {"no_td": "P", "td": "*"}.get(label, "D"), markersize=11 if label != "td_2_4" else 8,
+                    color=color, markeredgecolor="black", markeredgewidth=0.5, label=f"{label} + {pruner}, {pattern}")
     if not drawn:
         plt.close(fig)
         return
     ax.set_xlabel("pruned weights (%)")
     ax.set_ylabel("BLEU (sacreBLEU)")
-    ax.set_title("Multi30k: pruners on no_td (dashed) and td (solid)")
+    ax.set_title("Multi30k: pruners on no_td (dashed), td (solid), td_2_4 (dotted)")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
     save_figure(fig, path)

@@ -99,6 +99,8 @@ def test_report_names_the_best_one_shot_row_per_level_and_each_pruners_cost(tmp_
     fake_sweep(out, "td_wanda", "td", {0.5: 17.9, 0.8: 15.0}, pruner="wanda", prune_seconds=2.0)
     fake_sweep(out, "no_td_24", "no_td", {0.5: 3.0}, pruner="magnitude", pattern="2:4", prune_seconds=0.2)
     fake_sweep(out, "td_24", "td", {0.5: 9.0}, pruner="magnitude", pattern="2:4", prune_seconds=0.2)
+    fake_sweep(out, "td_2_4_model", "td_2_4", {0.5: 23.0}, pruner="sparsegpt", pattern="2:4", mask_groups="row",
+               prune_seconds=9.0)
     report = subprocess.run([sys.executable, REPORT, str(out), "--docs", str(docs)], capture_output=True,
                             text=True, timeout=120)
     assert report.returncode == 0, report.stderr
@@ -106,7 +108,8 @@ def test_report_names_the_best_one_shot_row_per_level_and_each_pruners_cost(tmp_
     assert "| 50 % | 18.50 (sparsegpt, block) | 17.50 (magnitude) | 17.90 (wanda) | no_td + sparsegpt, block | 0.60 |" \
         in tables
     assert "| 80 % | 5.00 (sparsegpt) | 16.00 (magnitude) | 16.00 (magnitude) | td + magnitude | 11.00 |" in tables
-    assert "| 2:4 | 3.00 (magnitude) | 9.00 (magnitude) | 9.00 (magnitude) | td + magnitude | 6.00 |" in tables
+    assert "| 2:4 | 3.00 (magnitude) | 9.00 (magnitude) | 23.00 (td_2_4, sparsegpt) | td_2_4 + sparsegpt | 14.00 |" \
+        in tables
     assert "| no_td | sparsegpt, block | unstructured | 1 | 12.00 | 12.00 |" in tables
     assert "| no_td | sparsegpt | unstructured | 2 | 10.00 | 10.00 |" in tables
 
@@ -143,7 +146,7 @@ def test_pruner_table_end_to_end(tmp_path):
     for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
         write_corpus(str(data / split), n, seed)
     out = tmp_path / "out"
-    assert multi30k(data, out, "no_td td").returncode == 0
+    assert multi30k(data, out, "no_td td td_2_4").returncode == 0
     env = dict(os.environ, PYTHON=sys.executable, LEVELS="0.5", FT_LEVELS="0.8", FT_UPDATES="2", OMP_NUM_THREADS="1")
     result = subprocess.run(["bash", PRUNERS, str(out)], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -155,6 +158,8 @@ def test_pruner_table_end_to_end(tmp_path):
             assert (label, pruner, "2:4", "row", 0.5) in combos
         assert (label, "sparsegpt", "unstructured", "block", 0.5) in combos
     assert ("no_td_ft80", "magnitude", "unstructured", "row", 0.0) in combos
+    for pruner in ("magnitude", "wanda", "sparsegpt"):
+        assert ("td_2_4", pruner, "2:4", "row", 0.5) in combos
     calibrated = [r for r in made if r["pruner"] != "magnitude"]
     assert {(r["calib_sentences"], r["calib_seed"], r["calib_split"]) for r in calibrated} == {("128", "1", "train")}
     finetuned = [r for r in rows(out / "report" / "results.csv") if r["label"] == "no_td_ft80"]
