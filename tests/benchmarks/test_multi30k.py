@@ -18,17 +18,22 @@ def multi30k(data, out, labels, timeout=600):
     return subprocess.run(["bash", SCRIPT, str(out)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def small_multi30k(tmp_path):
+    """A folder laid out like ../shared/data/multi30k, with a tiny synthetic corpus."""
+    data = tmp_path / "m30k"
+    data.mkdir()
+    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
+        write_corpus(str(data / split), n, seed)
+    return data
+
+
 def rows(path):
     with open(path, encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
 def test_trains_tunes_sweeps_and_reports(tmp_path):
-    data = tmp_path / "m30k"
-    data.mkdir()
-    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
-        write_corpus(str(data / split), n, seed)
-    out = tmp_path / "out"
+    data, out = small_multi30k(tmp_path), tmp_path / "out"
     result = multi30k(data, out, "no_td ramping_td_90 l0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FAILED" not in result.stdout + result.stderr
@@ -141,11 +146,7 @@ PRUNERS = os.path.join(REPO, "benchmarks", "multi30k_pruners.sh")
 
 
 def test_pruner_table_end_to_end(tmp_path):
-    data = tmp_path / "m30k"
-    data.mkdir()
-    for split, n, seed in (("train", 200, 1), ("val", 20, 2), ("test_2016_flickr", 8, 3)):
-        write_corpus(str(data / split), n, seed)
-    out = tmp_path / "out"
+    data, out = small_multi30k(tmp_path), tmp_path / "out"
     assert multi30k(data, out, "no_td td td_2_4").returncode == 0
     env = dict(os.environ, PYTHON=sys.executable, LEVELS="0.5", FT_LEVELS="0.8", FT_UPDATES="2", OMP_NUM_THREADS="1")
     result = subprocess.run(["bash", PRUNERS, str(out)], env=env, capture_output=True, text=True, timeout=900)
