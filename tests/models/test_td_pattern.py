@@ -1,13 +1,14 @@
 """N:M targeted dropout and the mask interval inside the real fairseq Transformer."""
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from td_fairseq.sparsity import follows_pattern, remove_views, views_of
+from td_fairseq.sparsity import follows_pattern, views_of
 from td_fairseq.sparsity.masks import targeted_pattern_mask
 from td_fairseq.tools.inprocess import build, sample
+
+from .test_transformer_td import zeroed_copy
 
 PATTERN_ALL = ["--td-type", "weight", "--td-pattern", "2:4", "--td-alpha", "1.0"]
 
@@ -15,10 +16,7 @@ PATTERN_ALL = ["--td-type", "weight", "--td-pattern", "2:4", "--td-alpha", "1.0"
 def test_pattern_td_covers_every_matrix_on_every_path_with_zero_gradient_where_dropped(monkeypatch):
     model, criterion, vocab = build(extra=PATTERN_ALL)
     targeted = {n: targeted_pattern_mask(m._parameters["weight"], (2, 4)) for n, m in views_of(model)}
-    stock = remove_views(copy.deepcopy(model)).train()
-    with torch.no_grad():
-        for name, mask in targeted.items():
-            stock.get_submodule(name).weight.masked_fill_(mask, 0)
+    stock = zeroed_copy(model, targeted).train()
     calls = []
     fast_path = F.multi_head_attention_forward
     monkeypatch.setattr(F, "multi_head_attention_forward", lambda *a, **k: calls.append(1) or fast_path(*a, **k))
