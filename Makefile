@@ -10,6 +10,11 @@ FAIRSEQ_DEPS := cffi cython "hydra-core==1.3.2" "omegaconf==2.3.0" numpy regex b
 # and without it importing fairseq prints an "install tensorboardX" notice. Viewing the logs
 # needs the `tensorboard` program itself, which is not installed here.
 LOGGING := "tensorboardX==2.6.5"
+# setup.py's `serve` extra (a binary wheel; numpy and pyyaml only), listed here because -e . is installed
+# without dependencies: CTranslate2 export, the sweep's --engine ctranslate2 and their tests.
+SERVE := "ctranslate2==4.8.5"
+# setup.py's `study` extra, for the same reason: hydra's joblib and submitit launchers (scripts/study.py)
+STUDY := "hydra-joblib-launcher==1.2.0" "hydra-submitit-launcher==1.2.0" "submitit==1.5.4"
 
 .PHONY: demo test install clean
 
@@ -27,7 +32,7 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) "torch==2.13.0" numpy cython
-	$(PIP) $(FAIRSEQ_DEPS) $(LOGGING) sacrebleu sentencepiece matplotlib scikit-learn pillow pytest
+	$(PIP) $(FAIRSEQ_DEPS) $(LOGGING) $(SERVE) $(STUDY) sacrebleu sentencepiece matplotlib scikit-learn pillow pytest
 	$(PY) -c "import fairseq" 2>/dev/null || $(PIP) --no-deps --no-build-isolation "fairseq-fixed==0.12.3.1"
 	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@

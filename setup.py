@@ -16,5 +16,9 @@ setup(
         "tqdm",
         "scikit-learn",
     ],
-    extras_require={"test": ["pytest"]},
+    # serve: CTranslate2, the engine fairseq models are deployed on (scripts/export_ctranslate2.py)
+    # study: hydra's launchers for scripts/study.py (joblib: N jobs at once; submitit: SLURM or local)
+    extras_require={"test": ["pytest"], "serve": ["ctranslate2==4.8.5"],
+                    "study": ["hydra-joblib-launcher==1.2.0", "hydra-submitit-launcher==1.2.0"]},
+    package_data={"td_fairseq.study": ["conf/*.yaml", "conf/*/*.yaml"]},  # the study configs
 )

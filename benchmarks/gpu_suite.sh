@@ -10,7 +10,8 @@
 #   c. 2:4 semi-structured against dense bf16: forward, beam decoding, identical output
 #      (benchmarks/semi_structured_speed.py, both backends)
 #   d. vision step overhead, wrn28_10 bf16 (benchmarks/vision_overhead.py, if present)
-#   e. the converged Multi30k study with the time left (benchmarks/multi30k_study.py, if present)
+#   e. with the time left, the Multi30k budget study: no_td until its val loss stops improving
+#      (scripts/study.py --config-name multi30k_budget; results and logs in the tarball)
 #
 # Here, once, with the network (wheels for Python 3.12, fairseq-fixed's sources, Multi30k):
 #   bash benchmarks/gpu_suite.sh prepare                      # fills out/gpu_env (ignored by git)
@@ -21,8 +22,8 @@
 #   SMOKE=1 DEVICE=cpu bash benchmarks/gpu_suite.sh
 #
 # Environment: DEVICE [cuda], SMOKE [0], BUDGET_SECONDS [540, smoke 4000: the whole run; keep it
-# under the tool's timeout_s], PARALLEL [12, Multi30k jobs at once], PYTHON [.venv/bin/python where
-# there is one, else python3], OUT [out/gpu_suite], ENV_DIR [out/gpu_env], COMMIT, FORCE_BOOTSTRAP
+# under the tool's timeout_s], PYTHON [.venv/bin/python where there is one, else python3],
+# OUT [out/gpu_suite], ENV_DIR [out/gpu_env], COMMIT, FORCE_BOOTSTRAP
 # [0; 1: install the carried fairseq even where one imports, to test the bootstrap on a CPU].
 #
 # The GPU image has torch, numpy, cython, sacrebleu, sentencepiece, pyyaml but no fairseq: the
@@ -180,7 +181,7 @@ if [ "$SMOKE" = 1 ]; then
     stage c_semi_structured 900 $PY benchmarks/semi_structured_speed.py --smoke --backend cusparselt cutlass \
         --json "$LOGS/c_semi_structured.json"
     VISION="--arch resnet32 --device $DEVICE --batch 8 --steps 2 --warmup 1" VISION_SECONDS=600
-    STUDY_ENV="MODEL=tiny PARALLEL=1 BUDGET_MINUTES=2 LABELS=no_td"
+    STUDY_ARGS=("arch=--arch transformer_td_tiny --share-all-embeddings" budget.max_epoch=1)
 else
     stage a_step_small 110 $PY benchmarks/step_overhead.py --device "$DEVICE" --size small --steps 20 --warmup 5 \
         --precision fp32 fp16 bf16 memory-efficient-fp16 --variants td_weight td_interval10 td_pattern24 td_none stock \
@@ -192,24 +193,22 @@ else
     stage c_semi_structured 150 $PY benchmarks/semi_structured_speed.py --device "$DEVICE" \
         --backend cusparselt cutlass --decode-repeats 2 --json "$LOGS/c_semi_structured.json"
     VISION="--arch wrn28_10 --device cuda --amp bf16 --batch 128" VISION_SECONDS=70
-    STUDY_ENV="PARALLEL=${PARALLEL:-12}"
+    STUDY_ARGS=()
 fi
 if [ -f benchmarks/vision_overhead.py ]; then
     stage d_vision "$VISION_SECONDS" $PY benchmarks/vision_overhead.py $VISION --json "$LOGS/d_vision.json"
 else
     echo "| d_vision | skipped: benchmarks/vision_overhead.py not in this checkout |" >> "$SUMMARY"
 fi
-if [ -f benchmarks/multi30k_study.py ]; then
-    minutes=$((($(left) - 40) / 60))
-    if [ "$minutes" -ge 1 ]; then
-        stage e_multi30k "$(($(left) - 20))" env DEVICE="$DEVICE" BUDGET_MINUTES="$minutes" PYTHON="$PY" \
-            MULTI30K="$REPO/$ENV_DIR/multi30k" EXPORT="$WORK/multi30k_export" $STUDY_ENV \
-            $PY benchmarks/multi30k_study.py "$WORK/multi30k"
-    else
-        echo "| e_multi30k | skipped: $(left) s left |" >> "$SUMMARY"
-    fi
-else
-    echo "| e_multi30k | skipped: benchmarks/multi30k_study.py not in this checkout |" >> "$SUMMARY"
+stage e_multi30k_budget "$(($(left) - 30))" env MULTI30K="$REPO/$ENV_DIR/multi30k" $PY scripts/study.py -m \
+    --config-name multi30k_budget device="$DEVICE" hydra.sweep.dir="$WORK/multi30k" "${STUDY_ARGS[@]}"
+if [ -d "$WORK/multi30k" ]; then  # the small files (results, logs, report), not the checkpoints or the data
+    $PY scripts/study_report.py "$WORK/multi30k" > "$LOGS/e_report.log" 2>&1
+    mkdir -p "$WORK/multi30k_export"
+    (cd "$WORK/multi30k" && find . -path ./data -prune -o -path ./raw -prune -o -type f \( -name '*.json' \
+        -o -name '*.log' -o -name '*.md' -o -name '*.csv' -o -name '*.png' -o -name '*.yaml' \) \
+        -exec cp --parents {} "$WORK/multi30k_export" \;) 2>/dev/null
+    collect
 fi
 collect
 echo

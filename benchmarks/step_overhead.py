@@ -6,16 +6,20 @@ for one update: forward, backward through fairseq's own optimizer wrapper for th
 (FP16Optimizer with fp32 master weights for --fp16/--bf16, MemoryEfficientFP16Optimizer for
 --memory-efficient-fp16, plain Adam for fp32), gradient norm, step.
 
-    python benchmarks/step_overhead.py [--steps 30] [--tokens 4096] [--size small|wmt] [--device cpu|cuda]
-        [--precision fp32 fp16 bf16 memory-efficient-fp16] [--variants td_weight td_none stock ...]
-        [--json OUT.json]
+    python benchmarks/step_overhead.py [--steps 30] [--tokens 4096] [--size small|multi30k|wmt]
+        [--device cpu|cuda] [--precision fp32 fp16 bf16 bf16-fairseq memory-efficient-fp16]
+        [--variants td_weight td_none stock ...] [--bf16] [--json OUT.json]
 
 Variants: td_weight (gamma .75, alpha .66), td_interval10 (the same with --td-mask-interval 10),
 td_pattern24 (--td-pattern 2:4), td_none, stock. On CUDA each step is bracketed by a device
 synchronisation, so a step's time includes its kernels; the "TD forward" column is host time
 inside the TD views (on CUDA it counts launches, not kernels).
 
-fairseq 0.12's --bf16 implies --tpu; the benchmark turns that off, as a GPU run must.
+Precisions: bf16 is what ``fairseq-train --user-dir td_fairseq --bf16`` does (autocast around the
+forward over fp32 weights, plain Adam; the stock variant gets the same autocast); bf16-fairseq is
+fairseq's own bf16 path (the model cast to bf16, FP16Optimizer with fp32 master weights, --tpu
+undone). ``--bf16`` is short for ``--precision fp32 bf16 bf16-fairseq`` and adds each variant's
+bf16/fp32 ratio.
 """
 import argparse
 import logging
@@ -40,6 +44,9 @@ SIZES = {
     "small": ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
               "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "1024", "--decoder-ffn-embed-dim",
               "1024", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"],
+    "multi30k": ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256",
+                 "--decoder-embed-dim", "256", "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim",
+                 "512", "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"],  # the study's
     "wmt": [],
     "tiny": ["--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
              "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
@@ -53,7 +60,7 @@ VARIANTS = {  # name: (TD arch?, extra options)
     "td_none": (True, ["--td-type", "none"]),
     "stock": (False, []),
 }
-PRECISIONS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"],
+PRECISIONS = {"fp32": [], "fp16": ["--fp16"], "bf16": ["--bf16"], "bf16-fairseq": ["--bf16"],
               "memory-efficient-fp16": ["--memory-efficient-fp16"], "memory-efficient-bf16": ["--memory-efficient-bf16"]}
 # cpu: this process's CPU time, which other work on a shared machine barely moves (1 thread only:
 # with more, the threads' spin-waits count too); wall: elapsed time, the only one on CUDA
@@ -84,19 +91,30 @@ def build(variant, size, precision, vocab, device):
     task, args = inprocess.translation_task(arch, [*COMMON, *SIZES[size], *PRECISIONS[precision], *cpu, *extra],
                                             vocab)
     args.tpu = False  # fairseq 0.12: --bf16 implies --tpu
+    if precision == "bf16-fairseq":  # undo td_fairseq's autocast choice: fairseq's own bf16 path
+        args.bf16, args.autocast_bf16 = True, False
     torch.manual_seed(0)
     model, criterion = task.build_model(args), task.build_criterion(args)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision.replace("memory-efficient-", ""))
+    dtype = {"fp16": torch.float16, "bf16-fairseq": torch.bfloat16}.get(precision.replace("memory-efficient-", ""))
     model = model.to(device=device, dtype=dtype) if dtype else model.to(device)
+    if precision == "bf16" and not getattr(model, "autocast_dtype", None):  # stock: the same autocast
+        forward = model.forward
+        model.forward = lambda *a, **k: _autocast_call(forward, device, *a, **k)
     cfg = convert_namespace_to_omegaconf(args)
     params = [p for p in model.parameters() if p.requires_grad]
-    if precision == "fp32":
+    if precision in ("fp32", "bf16"):
         optimizer = optim.build_optimizer(cfg.optimizer, params)
     elif precision.startswith("memory-efficient"):
         optimizer = optim.MemoryEfficientFP16Optimizer.build_optimizer(cfg, params)
     else:
         optimizer = optim.FP16Optimizer.build_optimizer(cfg, params)
     return model, criterion, optimizer
+
+
+def _autocast_call(forward, device, *args, **kwargs):
+    from td_fairseq.precision import autocast
+    with autocast(torch.device(device).type, torch.bfloat16):
+        return forward(*args, **kwargs)
 
 
 def sync(device):
@@ -168,8 +186,11 @@ def main(argv=None):
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each variant")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--bf16", action="store_true", help="--precision fp32 bf16 bf16-fairseq, with bf16/fp32 ratios")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    if args.bf16:
+        args.precision = ["fp32", "bf16", "bf16-fairseq"]
     logging.disable(logging.INFO)  # fairseq's and hydra's chatter; the table is the output
     warnings.filterwarnings("ignore")
     if args.threads:
@@ -187,6 +208,11 @@ def main(argv=None):
     for precision in args.precision:
         result["rows"].append(measure(args, precision, vocab))
     result["load_after"] = os.getloadavg()[0]
+    by_precision = {row["precision"]: row["median_seconds"] for row in result["rows"]}
+    if "fp32" in by_precision:
+        result["precision_ratios"] = {f"{name} {precision}/fp32": seconds / by_precision["fp32"][name]
+                                      for precision, medians in by_precision.items() if precision != "fp32"
+                                      for name, seconds in medians.items()}
     print(f"commit {result['commit']} | {result['machine']}{' | ' + gpu if gpu else ''} | torch {torch.__version__}, "
           f"threads {result['threads']} | load {result['load_before']:.1f} -> {result['load_after']:.1f}")
     print(f"command: {command}")
@@ -199,6 +225,8 @@ def main(argv=None):
         for key, value in row.items():
             if "/" in key:
                 print(f"  ratio {key:24s} = {value:.3f}")
+    for key, value in result.get("precision_ratios", {}).items():
+        print(f"ratio {key:30s} = {value:.3f}")
     if args.json:
         from td_fairseq.files import write_json
         write_json(args.json, result)

@@ -31,6 +31,8 @@ def parse(argv):
     p.add_argument("--train-pairs", type=POSITIVE_INT, default=12000, help="synthetic training pairs")
     p.add_argument("--test-pairs", type=POSITIVE_INT, default=500, help="synthetic validation and test pairs (each)")
     p.add_argument("--levels", type=_sparsity, nargs="+", default=LEVELS, help="sparsity levels of the sweep")
+    p.add_argument("--dtype", choices=("fp32", "bf16"),
+                   help="training and decoding precision (default: bf16 where this CPU runs it natively)")
     return p.parse_args(argv)
 
 
@@ -39,7 +41,7 @@ def main(argv=None):
     args = parse(argv)
     cli.quiet_fairseq_logging()
     run_demo(args.out, train_pairs=args.train_pairs, test_pairs=args.test_pairs, max_update=args.max_update,
-             levels=args.levels, command=cli.command_line(argv, __file__))
+             levels=args.levels, command=cli.command_line(argv, __file__), dtype=args.dtype)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     prune_checkpoint.py CKPT --sparsity 0.5 0.7 0.9 [--pruner magnitude|wanda|sparsegpt] [--pattern 2:4]
                         [--mode weight|unit] [--scope unit|layer|global] [--targets attn,ffn]
-                        [--data-bin DIR --calib-sentences 128] --out-dir DIR
+                        [--data-bin DIR --calib-sentences 128] [--td-eval-scale] --out-dir DIR
 
 Writes DIR/sparsity_S.pt per level (plain fairseq-generate loads them) and DIR/report.json with the
 measured sparsity per tensor, the pattern, the pruner and its calibration.
@@ -32,8 +32,16 @@ def parse(argv):
     p.add_argument("--calib-seed", type=NON_NEGATIVE_INT, default=1, help="seed of the calibration draw")
     p.add_argument("--mask-groups", choices=MASK_GROUPS, default="row",
                    help="sparsegpt: exactly the level per output row, or per column block (the paper's)")
+    p.add_argument("--td-eval-scale", action="store_true",
+                   help="prune a TD checkpoint as if trained with --td-eval-scale (its targeted set times 1 - alpha, "
+                        "folded into the weights); without it, its trained weights as they are")
+    p.add_argument("--bf16", action="store_true",
+                   help="wanda/sparsegpt: run the calibration forward in bf16 (autocast; statistics and the "
+                        "SparseGPT solve stay fp32)")
     p.add_argument("--out-dir", required=True, help="output folder (not the checkpoint's own)")
     args = p.parse_args(argv)
+    if args.bf16 and args.pruner == "magnitude":
+        raise cli.UserError("--bf16 sets the calibration forward's precision: it applies to --pruner wanda|sparsegpt")
     if args.sparsity is None:
         if args.pattern == "unstructured":
             raise cli.UserError("--sparsity is required (or give --pattern N:M)")
@@ -50,7 +58,9 @@ def main(argv=None):
     report = prune_checkpoint(args.checkpoint, args.sparsity, args.out_dir, args.mode, args.scope, args.targets,
                               command=cli.command_line(argv, __file__), pruner=args.pruner, pattern=args.pattern,
                               data_bin=args.data_bin,
-                              calibration=(args.calib_sentences, args.calib_seed, args.mask_groups))
+                              calibration=(args.calib_sentences, args.calib_seed, args.mask_groups,
+                                           "bf16" if args.bf16 else "fp32"),
+                              td_eval_scale=args.td_eval_scale)
     for level in report["levels"]:
         print(f"{level['file']}: requested {level['requested_sparsity']:.2f}, measured "
               f"{level['measured_sparsity']:.4f}, pattern {report['pattern']}")

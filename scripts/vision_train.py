@@ -67,7 +67,7 @@ def parse_args(argv):
     g = p.add_argument_group("execution")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: this process's GPU when there is one")
-    g.add_argument("--amp", choices=tuple(AMP), default="none", help="mixed precision (CUDA only)")
+    g.add_argument("--amp", choices=tuple(AMP), default="none", help="mixed precision: bf16 on a CPU or GPU, fp16 on a GPU")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convs on GPUs)")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch-norm statistics of the whole global batch, not per process")
@@ -106,6 +106,9 @@ def run(args, argv):
     with cli.user_errors():
         runtime = Runtime(device=str(device), workers=args.workers, amp=args.amp, channels_last=args.channels_last,
                           sync_bn=args.sync_bn, bad_images=args.bad_images)
+    if args.amp == "bf16" and ranks.is_main:
+        from td_fairseq.precision import warn_if_slow
+        warn_if_slow(str(device).split(":")[0], lambda line: print(line, file=sys.stderr))
     data = load_dataset(args.dataset, args.data_dir, args.download, args.image_size)
     with cli.user_errors():
         arch = arch_config(args.arch, data.in_channels, data.num_classes, **args.shape)

@@ -10,15 +10,19 @@ TD's ranking, L0's log alpha, GMP's mask, ...), all folded into plain weights on
 """
 import dataclasses
 import difflib
+import importlib.util
 import os
 import sys
 from typing import Optional
+
+import torch
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel
 from omegaconf import DictConfig, OmegaConf
 
+from .. import precision
 from ..sparsity import apply_targeted_dropout, transformer_selector
 from ..sparsity import options as sparsity_options
 from ..sparsity.baseline_views import FrozenMask
@@ -86,7 +90,18 @@ class TransformerTDModel(TransformerModel):
             apply_baseline(model, baseline, select)
         elif td.td_type != "none":
             apply_targeted_dropout(model, td, select)
+        model.autocast_dtype = torch.bfloat16 if getattr(args, "autocast_bf16", False) else None
         return model
+
+    def forward(self, *args, **kwargs):
+        """With ``--bf16`` (see ``use_autocast_for_bf16``): the forward under bf16 autocast. The
+        weights and their views stay fp32; fairseq's criterion casts the logits up before the
+        log-softmax. Beam search calls the encoder and decoder directly: decoders choose their
+        own precision (``tools.translate``)."""
+        dtype = getattr(self, "autocast_dtype", None)
+        device = self.encoder.embed_tokens.weight.device.type
+        with precision.autocast(device, dtype, enabled=dtype is not None):
+            return super().forward(*args, **kwargs)
 
     def upgrade_state_dict_named(self, state_dict, name):
         """A stock (pruned) checkpoint has no frozen mask yet: it is the loaded weight's zeros."""
@@ -107,12 +122,30 @@ def td_base_architecture(args):
     sparsity_options.fill_defaults(args)
 
 
+def use_autocast_for_bf16(args, log=None):
+    """fairseq 0.12 reads ``--bf16`` as a TPU run (``args.tpu = True``: torch_xla, then a crash
+    on any other device) and, on a GPU, casts the whole model to bf16, so the targeted set would
+    be ranked on bf16 weights. Without torch_xla we undo both and train under bf16 autocast
+    instead (``TransformerTDModel.forward``): fp32 master weights that are the model's own, fp32
+    loss, and measured faster on a CPU (docs/RESULTS.md). The choice is kept in the model config
+    (``autocast_bf16``), so a resumed run and ``fairseq-validate`` use it too."""
+    if not getattr(args, "bf16", False) or importlib.util.find_spec("torch_xla") is not None:
+        return
+    if getattr(args, "memory_efficient_bf16", False):
+        raise ValueError("--memory-efficient-bf16 keeps no fp32 weights; td_fairseq trains bf16 as autocast "
+                         "over fp32 weights: use --bf16")
+    args.bf16, args.tpu, args.autocast_bf16 = False, False, True
+    device = "cpu" if getattr(args, "cpu", False) or not torch.cuda.is_available() else "cuda"
+    precision.warn_if_slow(device, log or (lambda line: print(line, file=sys.stderr)))
+
+
 def _td_arch(name, stock_arch, tiny=False):
     @register_model_architecture("transformer_td", name)
     def arch(args):
         td_base_architecture(args)
         try:
             sparsity_options.check_combination(args)
+            use_autocast_for_bf16(args)
         except ValueError as error:  # fairseq's parser has no hook for combinations: one line, exit 1
             print(f"{os.path.basename(sys.argv[0] or 'fairseq')}: error: {error}", file=sys.stderr)
             raise SystemExit(1) from None

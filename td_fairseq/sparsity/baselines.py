@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .views import attach_views, remove_views
+from .views import attach_views, remove_views, view, views_of
 # the views are re-exported: callers need one import for config, views and export
 from .baseline_views import (VD_THRESHOLD, GradualMagnitudePruning, L0Gate, L1Penalty, RandomDropout,  # noqa: F401
                            Smallify, VariationalDropout, WeightView, gmp_mask_step, l0_eval_gate,
@@ -126,10 +126,32 @@ def fold_state_dict(state: dict) -> dict:
 
 
 def fold_views(model: nn.Module) -> dict:
-    """Make the views permanent in plain weights (``fold_state_dict``) and detach every view,
-    targeted dropout's included. Returns the state dict as it was, for own-score rankings."""
+    """Make the views permanent in plain weights (``fold_state_dict``, then each view's
+    ``folded``: TD's eval scale) and detach every view, targeted dropout's included. Returns
+    the state dict as it was, for own-score rankings."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     folded = fold_state_dict(state)
+    changed = set()
+    for name, module in views_of(model):
+        key = f"{name}.weight" if name else "weight"
+        weight = view(module).folded(folded[key])
+        if weight is not folded[key]:
+            folded[key] = weight
+            changed.add(key)
+    _check_tied(model, changed)
     remove_views(model)
     model.load_state_dict({k: folded[k] for k in model.state_dict()})
     return state
+
+
+def _check_tied(model: nn.Module, changed: set) -> None:
+    """A weight shared by several modules is one tensor after folding: refuse one that a view
+    changes for some of its readers only (a tied embedding targeted on one side)."""
+    readers = {}
+    for key, param in model.named_parameters(remove_duplicate=False):
+        readers.setdefault(id(param), []).append(key)
+    for keys in readers.values():
+        plain = [k for k in keys if k not in changed]
+        if plain and len(plain) < len(keys):
+            raise ValueError(f"{plain[0]} shares its weight with {sorted(set(keys) - set(plain))[0]}, whose view "
+                             "changes it in eval mode: one tied weight cannot hold both (target both sides)")

@@ -87,6 +87,11 @@ OPTIONS = (
     Option("td_targets", "attn,ffn", "comma list from attn,ffn,embed,output", TARGETS, metavar="LIST"),
     Option("td_eval_mask", False, "in eval mode remove the bottom-gamma set (validation of ramping TD)",
            flag=True, config="td", field="eval_mask"),
+    Option("td_rescale", False, "training: divide the kept targeted weights by 1 - alpha_t (tensor2tensor's "
+           "targeted_dropout); the paper's rule does not rescale", flag=True, config="td", field="rescale"),
+    Option("td_eval_scale", False, "in eval mode multiply the bottom-gamma set by 1 - alpha_t, ordinary "
+           "dropout's weight-scaling rule (export folds it into the weights)", flag=True, config="td",
+           field="eval_scale"),
     Option("td_pattern", "unstructured", "weight TD only: N:M (e.g. 2:4) targets the M-N smallest |w| of each "
            "group of M consecutive inputs of a row instead of the bottom gamma (--td-gamma is then unused; a "
            "ramp scales alpha alone), so that the model is pruned to the pattern afterwards",
@@ -159,7 +164,9 @@ def fill_defaults(args) -> None:
 
 def td_config(args) -> TDConfig:
     values = {o.field: getattr(args, o.name, o.default) for o in OPTIONS if o.config == "td"}
-    values["eval_mask"] = bool(values["eval_mask"])
+    for o in OPTIONS:
+        if o.config == "td" and o.flag:
+            values[o.field] = bool(values[o.field])
     return TDConfig(**values)
 
 
@@ -181,6 +188,8 @@ def check_combination(args) -> None:
             getattr(args, "sparsity_method", "td") != "td" or getattr(args, "td_type", "none") != "none"):
         raise ValueError("--freeze-mask holds a pruned model's zeros and cannot be combined with targeted dropout "
                          "or a baseline: use --td-type none --sparsity-method td")
+    if getattr(args, "td_eval_mask", False) and getattr(args, "td_eval_scale", False):
+        raise ValueError("--td-eval-mask removes the targeted set that --td-eval-scale scales: give one of them")
 
 
 def option_keys() -> tuple:

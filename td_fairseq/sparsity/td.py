@@ -24,7 +24,11 @@ class TDConfig:
     group of M consecutive inputs of a row, a fixed fraction (M-N)/M that replaces gamma's
     set (gamma is not used); a ramp then scales alpha alone. ``mask_interval`` K: the targeted
     set is selected at every K-th update and kept in between (the drop is drawn fresh on
-    every read all the same); K = 1 is the paper's rule."""
+    every read all the same); K = 1 is the paper's rule. ``rescale`` (training): kept targeted
+    elements are divided by 1 - alpha_t, as tensor2tensor's targeted_dropout does, so each keeps
+    its value in expectation. ``eval_scale`` (eval mode): the targeted set is multiplied by
+    1 - alpha_t, ordinary dropout's weight-scaling rule, the expectation of a plain training read.
+    Both are off by default: the paper's rule neither rescales nor scales."""
     td_type: str = "weight"
     gamma: float = 0.75
     alpha: float = 0.66
@@ -32,6 +36,8 @@ class TDConfig:
     eval_mask: bool = False
     pattern: str = UNSTRUCTURED
     mask_interval: int = 1
+    rescale: bool = False
+    eval_scale: bool = False
 
     def __post_init__(self):
         if self.td_type not in TD_TYPES:
@@ -64,6 +70,16 @@ class TDConfig:
         return self._nm
 
 
+def _autocast_copy(weight: torch.Tensor) -> torch.Tensor:
+    """The weight in the autocast dtype when autocast is on (ranked on the fp32 weight before):
+    the drop mask is then applied to the half-size copy that the product reads anyway, instead
+    of to an fp32 copy that autocast casts again (measured: docs/RESULTS.md, bf16 TD overhead)."""
+    device = weight.device.type
+    if weight.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        return weight.to(torch.get_autocast_dtype(device))
+    return weight
+
+
 def remove(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``weight`` with the ``mask`` entries zeroed, in the autograd graph: their gradient is zero.
 
@@ -73,12 +89,32 @@ def remove(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return weight * (~mask).view(torch.uint8)
 
 
+def remove_rescaled(weight: torch.Tensor, dropped: torch.Tensor, targeted: torch.Tensor,
+                    alpha: float) -> torch.Tensor:
+    """``remove``, and the kept ``targeted`` entries divided by 1 - alpha (tensor2tensor's
+    targeted_dropout): each targeted weight keeps its value in expectation. Dropped entries are
+    multiplied by exactly 0 (zero gradient). alpha >= 1 drops every targeted entry, so none is
+    left to rescale: plain ``remove``, no division by zero."""
+    if alpha >= 1:
+        return remove(weight, dropped)
+    scale = 1 + targeted.to(weight.dtype) * (alpha / (1 - alpha))
+    return weight * ((~dropped).view(torch.uint8) * scale)
+
+
+def scale_targeted(weight: torch.Tensor, targeted: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``weight`` with the ``targeted`` entries multiplied by 1 - alpha: ordinary dropout's
+    weight-scaling rule, the expectation of a training read that drops each w.p. alpha."""
+    return weight * (1 - alpha * targeted.to(weight.dtype))
+
+
 class TargetedDropout(WeightView):
     """Maps a raw weight to its targeted-dropout view.
 
     Training: drops each targeted element with probability alpha_t, fresh on every read,
-    no rescaling. Eval: the identity, or with ``eval_mask`` the deterministic removal of
-    the whole targeted set (the official code's evaluation). The schedule follows the
+    no rescaling (with ``rescale``: kept targeted elements divided by 1 - alpha_t). Eval: the
+    identity, or with ``eval_mask`` the deterministic removal of the whole targeted set (the
+    official code's evaluation; it wins over ``eval_scale``), or with ``eval_scale`` the targeted
+    set multiplied by 1 - alpha_t (``folded`` is that weight for export). The schedule follows the
     update count given to ``set_num_updates``, as fairseq does for every submodule.
 
     The targeted set is selected once per update and reused by every training read of
@@ -147,21 +183,61 @@ class TargetedDropout(WeightView):
             if gamma <= 0 or alpha <= 0:
                 self._last_dropped = None
                 return weight
-            dropped = dropped_mask(self._training_targeted(weight, gamma), alpha)
+            targeted = self._training_targeted(weight, gamma)
+            dropped = dropped_mask(targeted, alpha)
             self._last_dropped = dropped
-            return remove(weight, dropped)
+            if self.config.rescale:
+                return remove_rescaled(weight, dropped, targeted, alpha)
+            return remove(_autocast_copy(weight), dropped)
         if self.config.eval_mask and gamma > 0:
             return remove(weight, self.targeted(weight, gamma))
+        if self.config.eval_scale:
+            return self._eval_scaled(weight)
         return weight
+
+    def _eval_scaled(self, weight: torch.Tensor) -> torch.Tensor:
+        gamma, alpha = self.rates
+        if gamma <= 0 or alpha <= 0:
+            return weight
+        return scale_targeted(weight, self.targeted(weight, gamma), alpha)
+
+    def folded(self, weight: torch.Tensor) -> torch.Tensor:
+        """The plain weight export writes: with ``eval_scale`` the eval-mode read, whatever the
+        module's mode; otherwise the raw weight (the eval mask is an evaluation choice, never
+        exported: pruning sweeps evaluate the trained weights)."""
+        if not self.config.eval_scale or self.config.td_type == "none":
+            return weight
+        with torch.no_grad():
+            return self._eval_scaled(weight)
 
     def extra_repr(self) -> str:
         c = self.config
         gamma, alpha = self.rates
         return (f"td_type={c.td_type}, gamma={c.gamma}, alpha={c.alpha}, ramp_updates={c.ramp_updates}, "
                 f"eval_mask={c.eval_mask}, pattern={c.pattern}, mask_interval={c.mask_interval}, "
+                f"rescale={c.rescale}, eval_scale={c.eval_scale}, "
                 f"now gamma={gamma:.4g} alpha={alpha:.4g}")
 
 
 def apply_targeted_dropout(model: nn.Module, config: TDConfig, select) -> dict:
     """Targeted dropout on every selected weight; returns {module name: controller}."""
     return attach_views(model, lambda weight: TargetedDropout(config, tuple(weight.shape)), select)
+
+
+def fold_eval_scale(state: dict, config: TDConfig, num_updates: int, is_target) -> dict:
+    """A copy of a model state dict with each weight that targeted dropout views
+    (``is_target(key, tensor)``) replaced by its view's ``folded`` weight at update
+    ``num_updates``; a random control's ranking is read from ``<module>.td.random_score``.
+    The state-dict twin of folding a model's views: the identity unless ``config.eval_scale``."""
+    out = dict(state)
+    if not config.eval_scale or config.td_type == "none":
+        return out
+    for key, weight in state.items():
+        if not is_target(key, weight):
+            continue
+        view = TargetedDropout(config, tuple(weight.shape))
+        view.set_num_updates(num_updates)
+        if view.random_score is not None:
+            view.random_score = state[key[: -len("weight")] + "td.random_score"]
+        out[key] = view.folded(weight)
+    return out

@@ -63,6 +63,11 @@ class WeightView(nn.Module):
     def regularization_loss(self) -> Optional[torch.Tensor]:
         return None
 
+    def folded(self, weight: torch.Tensor) -> torch.Tensor:
+        """The plain weight export writes for what the view's *config* changes in eval mode
+        (TD's ``eval_scale``); view *state* is folded from its keys (``baselines.fold_state_dict``)."""
+        return weight
+
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight
 

@@ -17,6 +17,7 @@ import contextlib
 import torch
 
 from ..files import UserError
+from ..precision import DTYPES, autocast
 from ..sparsity.calibration import StopForward
 
 CALIBRATION_SPLIT = "train"
@@ -74,16 +75,17 @@ def modules_called(model):
             m.skip_embed_dim_check = value
 
 
-def make_feed(model, batches: list):
+def make_feed(model, batches: list, dtype: str = "fp32"):
     """``feed()``: every batch through ``model`` in eval mode without gradients, projections
     called as modules, each forward cut short once the hooks raise StopForward; the model's
-    mode is restored. Batches move to the model's device."""
+    mode is restored. Batches move to the model's device. ``dtype`` bf16: the forward under
+    autocast (the statistics are accumulated in fp32 all the same, and the solve stays fp32)."""
     def feed():
         device = next(model.parameters()).device
         training = model.training
         model.eval()
         try:
-            with torch.no_grad(), modules_called(model):
+            with torch.no_grad(), modules_called(model), autocast(device.type, DTYPES[dtype]):
                 for net_input in batches:
                     try:
                         model(**{k: v.to(device) for k, v in net_input.items()})
@@ -95,17 +97,17 @@ def make_feed(model, batches: list):
 
 
 def calibration_feed(model, task, sentences: int = 128, seed: int = 1, split: str = CALIBRATION_SPLIT,
-                     allow_valid: bool = False):
+                     allow_valid: bool = False, dtype: str = "fp32"):
     """(feed, info) for ``sparsity.pruners.make_pruner``; ``info`` goes into result rows."""
     batches, info = calibration_batches(task, sentences, seed, split, allow_valid)
-    return make_feed(model, batches), info
+    return make_feed(model, batches, dtype), info
 
 
 def calibrated_pruner(kind: str, model, task, params: dict, calibration=(128, 1, "row")):
     """(Wanda or SparseGPT pruner over ``params`` of ``model``, its calibration info) for the sweep
-    and for prune_checkpoint alike. ``calibration``: (sentences, seed, mask groups)."""
+    and for prune_checkpoint alike. ``calibration``: (sentences, seed, mask groups[, forward dtype])."""
     from ..sparsity.pruners import make_pruner
-    sentences, seed, mask_groups = calibration
-    feed, info = calibration_feed(model, task, sentences, seed)
+    sentences, seed, mask_groups, *dtype = calibration
+    feed, info = calibration_feed(model, task, sentences, seed, dtype=dtype[0] if dtype else "fp32")
     return make_pruner(kind, model, params, feed, mask_groups, info), dict(info, mask_groups=mask_groups)
 

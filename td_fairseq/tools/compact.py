@@ -32,7 +32,7 @@ from ..files import UserError
 from ..results import command_line, git_commit
 from ..sparsity import PruneRanking, check_sparsity
 from ..files import save_torch
-from .checkpoint import load_checkpoint, model_config, stock_checkpoint
+from .checkpoint import load_checkpoint, model_config, servable_state, stock_checkpoint
 from .sparse_storage import check_out_file
 
 COMPACT_ARCH = "transformer_compact"
@@ -185,7 +185,7 @@ def compact_checkpoint(path: str, unit_sparsity: float, out: str, heads: bool = 
               "parameters_after": parameter_count(compact["model"]), "widths": widths(compact["model"], model_cfg),
               "command": command or command_line(), "commit": git_commit()}
     compact["compact"] = {k: report[k] for k in ("unit_sparsity", "heads", "command", "commit")}  # provenance
-    save_torch(compact, out)
+    save_torch(servable_state(compact), out)  # ct2-fairseq-converter loads it too
     if masked_out is not None:
-        save_torch(masked_state(state, plan), masked_out)
+        save_torch(servable_state(masked_state(state, plan)), masked_out)
     return report

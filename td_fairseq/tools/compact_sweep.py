@@ -21,7 +21,8 @@ from .translate import (DecodeConfig, TranslationEvaluator, load_spm, load_subse
 
 COMPACT_COLUMNS = SWEEP_COLUMNS + [
     "bleu", "compact_bleu", "identical_hypotheses", "decode_seconds", "compact_decode_seconds", "speedup",
-    "parameters", "compact_parameters", "sentences", "beam", "subset", "device", "command", "commit", "machine"]
+    "parameters", "compact_parameters", "sentences", "beam", "subset", "device", "engine", "quantization", "command",
+    "commit", "machine"]
 
 
 def _decode(path, data_bin, decode, max_tokens, device, spm):
@@ -29,7 +30,11 @@ def _decode(path, data_bin, decode, max_tokens, device, spm):
     model.to(device)
     sentences = load_subset(task, data_bin, decode.subset)
     references = read_reference(decode.ref, sentences) if decode.ref else None
-    evaluate = TranslationEvaluator(model, task, decode, max_tokens, device, spm, references)
+    if decode.engine == "ctranslate2":  # the file converted by CTranslate2's converter and decoded there
+        from .ctranslate2_translate import CTranslate2Evaluator
+        evaluate = CTranslate2Evaluator(model, task, path, data_bin, decode, max_tokens, device, spm, references)
+    else:
+        evaluate = TranslationEvaluator(model, task, decode, max_tokens, device, spm, references)
     row = evaluate(None)
     return evaluate.last_hypotheses, row, sum(p.numel() for p in model.parameters())
 
@@ -46,6 +51,12 @@ def run_compact_sweep(data_bin, checkpoints, labels, sparsities, out_dir, decode
     spm = load_spm(decode.spm) if decode.spm else None
     out_dir = check_out_dir(out_dir, *checkpoints, create=False)  # made at the first row
     rows = load_rows(out_dir)
+    for row in rows:  # one engine per folder, as in the sweep: speeds of two engines are not one curve
+        made = (row.get("engine", "fairseq"), row.get("quantization"))
+        if made != (decode.engine, decode.quantization):
+            raise UserError(f"{out_dir} holds rows made with engine {made[0]} ({made[1] or 'no'} quantization), this "
+                            f"run asks for {decode.engine} ({decode.quantization or 'no'} quantization): "
+                            "choose another --out")
     done = {(r["label"], r["checkpoint"], r.get("beam"), r.get("subset"), round(float(r["requested_sparsity"]), 6))
             for r in rows}
     for path, label in zip(checkpoints, labels):
@@ -69,7 +80,8 @@ def run_compact_sweep(data_bin, checkpoints, labels, sparsities, out_dir, decode
                          "decode_seconds": m_row["decode_seconds"], "compact_decode_seconds": c_row["decode_seconds"],
                          "speedup": round(m_row["decode_seconds"] / max(c_row["decode_seconds"], 1e-9), 3),
                          "parameters": m_params, "compact_parameters": c_params, "sentences": len(m_hyps),
-                         "beam": decode.beam, "subset": decode.subset, "device": device,
+                         "beam": decode.beam, "subset": decode.subset, "device": device, "engine": decode.engine,
+                         "quantization": decode.quantization,
                          "command": command or command_line(), "commit": git_commit(), "machine": machine()})
             os.makedirs(out_dir, exist_ok=True)
             write_rows(out_dir, rows, COMPACT_COLUMNS)

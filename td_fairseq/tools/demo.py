@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 
-from ..cli import UserError
-from ..files import load_torch
+from ..files import UserError, load_torch
+from ..precision import bf16_slow_reason
 from ..synthetic import write_corpus
 from .prepare import prepare
 from ..sparsity.sweep import SweepConfig
@@ -40,13 +40,21 @@ def _log(message):
     print(message, flush=True)  # progress must show at once, also through a pipe
 
 
-def _train_command(data_bin, save_dir, td_args, max_update):
+def _train_command(data_bin, save_dir, td_args, max_update, dtype="fp32"):
     return [os.path.join(os.path.dirname(sys.executable), "fairseq-train"), data_bin, "--user-dir",
             os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *TRAIN, *td_args,
-            "--max-update", str(max_update), "--save-dir", save_dir]
+            *(["--bf16"] if dtype == "bf16" else []), "--max-update", str(max_update), "--save-dir", save_dir]
 
 
-def train_all(data_bin, checkpoint_root, models, max_update):
+def demo_dtype():
+    """(dtype, why): bf16 where this CPU runs it natively (autocast over fp32 weights), else fp32."""
+    reason = bf16_slow_reason("cpu")
+    if reason is None:
+        return "bf16", "this CPU multiplies bf16 natively: bf16 autocast over fp32 weights"
+    return "fp32", f"bf16 would be slower here ({reason})"
+
+
+def train_all(data_bin, checkpoint_root, models, max_update, dtype="fp32"):
     """fairseq's own trainer, through its command-line entry point: one process per model, all
     at once, one thread each. Two single-thread runs side by side use 2 cores fully, which two
     2-thread runs in turn do not (a tiny model's operations are too small to split well); and
@@ -65,7 +73,7 @@ def train_all(data_bin, checkpoint_root, models, max_update):
             os.makedirs(save_dir, exist_ok=True)
             log_path = os.path.join(save_dir, "train.log")
             with open(log_path, "a", encoding="utf-8") as log_file:
-                process = subprocess.Popen(_train_command(data_bin, save_dir, td_args, max_update), env=env,
+                process = subprocess.Popen(_train_command(data_bin, save_dir, td_args, max_update, dtype), env=env,
                                            stdout=log_file, stderr=subprocess.STDOUT)
             runs.append((label, save_dir, log_path, process))
         failed = [log_path for _, _, log_path, process in runs if process and process.wait() != 0]
@@ -86,7 +94,9 @@ def _updates_done(checkpoint):
 
 
 def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=240, max_update=MAX_UPDATE,
-             levels=LEVELS, log=_log, command=None):
+             levels=LEVELS, log=_log, command=None, dtype=None):
+    dtype, why = (dtype, "as asked") if dtype else demo_dtype()
+    log(f"precision: {dtype} ({why})")
     raw = os.path.join(out_dir, "raw")
     if not os.path.isfile(os.path.join(raw, "test.de")):
         log(f"corpus: {train_pairs} synthetic training pairs, {test_pairs} valid and test pairs")
@@ -99,9 +109,10 @@ def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=2
         log(f"train {label}: {max_update} updates of transformer_td_tiny ({' '.join(td_args)})")
     log(f"  ({'both' if len(MODELS) == 2 else 'all'} at once, one thread each; logs in "
         f"{os.path.join(out_dir, 'checkpoints', '*', 'train.log')})")
-    checkpoints = train_all(data_bin, os.path.join(out_dir, "checkpoints"), MODELS, max_update)
+    checkpoints = train_all(data_bin, os.path.join(out_dir, "checkpoints"), MODELS, max_update, dtype)
     log("sweep: weight pruning per unit, beam 4, sacreBLEU against the raw test references")
-    decode = DecodeConfig(beam=4, spm=os.path.join(data, "spm.model"), ref=os.path.join(data, "clean", "test.de"))
+    decode = DecodeConfig(beam=4, spm=os.path.join(data, "spm.model"), ref=os.path.join(data, "clean", "test.de"),
+                          dtype=dtype)
     rows = run_sweep(data_bin, checkpoints, list(MODELS), SweepConfig(tuple(levels)), decode,
                      os.path.join(out_dir, "sweep"), reference_label="no_td", command=command, progress=False)
     log(format_table(rows))

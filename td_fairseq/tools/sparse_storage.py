@@ -76,7 +76,8 @@ def to_plain(obj, where: str):
     if type(obj) in (dict, collections.OrderedDict):
         if TAG in obj:
             raise UserError(f"cannot pack {where}: it holds the reserved key {TAG!r}")
-        return type(obj)((k, to_plain(v, f"{where}.{k}")) for k, v in obj.items())
+        return _with_attributes(type(obj)((k, to_plain(v, f"{where}.{k}")) for k, v in obj.items()), obj,
+                                lambda v: to_plain(v, where))
     if type(obj) in (list, tuple):
         return type(obj)(to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
     raise UserError(f"cannot pack {where}: objects of type {type(obj).__name__} are not supported")
@@ -89,10 +90,18 @@ def from_plain(obj):
         array = np.frombuffer(obj["bytes"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
         return array[()] if obj["scalar"] else array
     if type(obj) in (dict, collections.OrderedDict):
-        return type(obj)((k, from_plain(v)) for k, v in obj.items())
+        return _with_attributes(type(obj)((k, from_plain(v)) for k, v in obj.items()), obj, from_plain)
     if type(obj) in (list, tuple):
         return type(obj)(from_plain(v) for v in obj)
     return obj
+
+
+def _with_attributes(copy, original, convert):
+    """An OrderedDict's attributes travel too (a servable cfg.model holds its entries as attributes,
+    which ct2-fairseq-converter reads; torch's safe loader keeps them)."""
+    if type(original) is collections.OrderedDict and vars(original):
+        copy.__dict__.update({k: convert(v) for k, v in vars(original).items()})
+    return copy
 
 
 # --- whole checkpoints -------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 prune in memory, translate and score (the core's ``prune_evaluate`` with ``TranslationEvaluator``).
 
 Reruns into an existing folder add only missing rows. A folder holds one set of *settings* (data,
-subset, reference, detokenizer, decoding, targets): a rerun whose settings differ is refused with
-a line naming the setting, so the table, the plot and results.csv never mix numbers made
-differently. Rows of different pruning (mode, scope, score, pruner, pattern, calibration) live
+subset, reference, detokenizer, decoding, targets, engine and its quantization): a rerun whose
+settings differ is refused with a line naming the setting, so the table, the plot and results.csv
+never mix numbers made differently. Rows of different pruning (mode, scope, score, pruner, pattern, calibration) live
 side by side; each is keyed by all of those, its label, and its checkpoint's path, size and mtime.
+So do rows with and without TD's eval scale (``td_eval_scale``: the targeted set times 1 - alpha,
+decided by the sweep for every TD checkpoint, whatever the checkpoint's own option).
 """
 import os
 import time
@@ -23,14 +25,18 @@ from .translate import (DecodeConfig, TranslationEvaluator, check_max_tokens, lo
 SCORES = ("magnitude", "own")
 PRUNERS = ("magnitude", "wanda", "sparsegpt")
 MASK_GROUPS = ("row", "block")
-SETTINGS = ("data_bin", "subset", "ref", "spm", "beam", "lenpen", "max_len_a", "max_len_b", "targets")
+SETTINGS = ("data_bin", "subset", "ref", "spm", "beam", "lenpen", "max_len_a", "max_len_b", "targets", "engine",
+            "quantization", "dtype")
+# rows written before the engine and the decoding dtype were recorded
+SETTING_DEFAULTS = {"engine": "fairseq", "quantization": None, "dtype": "fp32"}
 ROW_KEY = ("label", "checkpoint", "checkpoint_size", "checkpoint_mtime", "mode", "scope", "score", "pruner",
-           "pattern", "mask_groups", "calib_sentences", "calib_seed")
+           "pattern", "mask_groups", "calib_sentences", "calib_seed", "td_eval_scale")
+KEY_DEFAULTS = {"td_eval_scale": False}  # rows written before the column
 COLUMNS = SWEEP_COLUMNS + [
-    "score", "ranked_by", "pruner", "pattern", "mask_groups", "calib_sentences", "calib_seed", "calib_split",
-    "prune_seconds", "bleu", "chrf", "retention", "signature", "decode_seconds", "sentences", "beam", "lenpen",
-    "max_len_a", "max_len_b", "targets", "subset", "data_bin", "ref", "spm", "device", "checkpoint_size",
-    "checkpoint_mtime", "command", "commit", "machine"]
+    "score", "ranked_by", "pruner", "pattern", "td_eval_scale", "mask_groups", "calib_sentences", "calib_seed",
+    "calib_split", "prune_seconds", "bleu", "chrf", "retention", "signature", "decode_seconds", "sentences", "beam",
+    "lenpen", "max_len_a", "max_len_b", "targets", "subset", "data_bin", "ref", "spm", "device", "checkpoint_size",
+    "checkpoint_mtime", "engine", "quantization", "dtype", "convert_seconds", "command", "commit", "machine"]
 CHECKPOINT_FILES = ("checkpoint_last", "checkpoint_best")
 
 
@@ -60,12 +66,14 @@ def settings_of(data_bin, decode: DecodeConfig, kinds) -> dict:
     return {"data_bin": os.path.abspath(data_bin), "subset": decode.subset,
             "ref": decode.ref and os.path.abspath(decode.ref), "spm": decode.spm and os.path.abspath(decode.spm),
             "beam": decode.beam, "lenpen": decode.lenpen, "max_len_a": decode.max_len_a,
-            "max_len_b": decode.max_len_b, "targets": ",".join(kinds)}
+            "max_len_b": decode.max_len_b, "targets": ",".join(kinds), "engine": decode.engine,
+            "quantization": decode.quantization, "dtype": decode.dtype}
 
 
 def check_settings(rows, settings, out_dir) -> None:
     """Refuse a folder whose rows were made with other settings (naming the first that differs)."""
     for row in rows:
+        row = dict(SETTING_DEFAULTS, **row)
         for name in SETTINGS:
             if name not in row:
                 raise UserError(f"{out_dir} holds rows of an older td_fairseq that does not record '{name}'; "
@@ -84,7 +92,7 @@ def check_label_owners(rows, checkpoints, labels, out_dir) -> None:
 
 
 def row_key(row) -> tuple:
-    return tuple(row.get(k) for k in ROW_KEY) + (round(float(row["requested_sparsity"]), 6),)
+    return tuple(row.get(k, KEY_DEFAULTS.get(k)) for k in ROW_KEY) + (round(float(row["requested_sparsity"]), 6),)
 
 
 def series(row) -> str:
@@ -98,6 +106,8 @@ def series(row) -> str:
         parts.append(f"{row['score']} score")
     if row.get("mask_groups") == "block":
         parts.append("block masks")
+    if row.get("td_eval_scale"):
+        parts.append("eval-scaled")
     return row["label"] + (f" [{', '.join(parts)}]" if parts else "")
 
 
@@ -135,7 +145,7 @@ def make_pruner(config: SweepConfig, model, task, params, originals, state, scor
 
 def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: DecodeConfig, out_dir,
               kinds="attn,ffn", max_tokens=4000, reference_label=None, command=None, progress=True,
-              score="magnitude", device="auto", calibration=(128, 1, "row")):
+              score="magnitude", device="auto", calibration=(128, 1, "row"), td_eval_scale=False):
     """Run (or resume) the sweep; rows are written after every level. Returns all rows.
     ``calibration``: (sentences, seed, mask groups) for Wanda and SparseGPT."""
     try:
@@ -165,6 +175,7 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
             stat = os.stat(path) if os.path.isfile(path) else None
             base = {"label": label, "checkpoint": os.path.abspath(path), "mode": config.mode, "scope": config.scope,
                     "score": score, "pruner": config.pruner, "pattern": config.pattern_name,
+                    "td_eval_scale": bool(td_eval_scale),
                     "mask_groups": calibration[2] if calibrated else "row",
                     "calib_sentences": calibration[0] if calibrated else 0,
                     "calib_seed": calibration[1] if calibrated else "", "calib_split": "",
@@ -174,7 +185,7 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
             bar.update(len(config.levels) - len(pending))
             if not pending:
                 continue
-            model, task, state = load_translation_model(path, data_bin)
+            model, task, state = load_translation_model(path, data_bin, bool(td_eval_scale))
             model.to(device)
             sentences = load_subset(task, data_bin, decode.subset)
             check_max_tokens(task, decode.subset, max_tokens)
@@ -187,9 +198,14 @@ def run_sweep(data_bin, checkpoints, labels, config: SweepConfig, decode: Decode
             originals = {k: p.detach().cpu().clone() for k, p in params.items()}
             check_pattern(originals, config.pattern)
             start = time.perf_counter()
-            pruner, fields = make_pruner(config, model, task, params, originals, state, score, calibration)
+            pruner, fields = make_pruner(config, model, task, params, originals, state, score,
+                                         tuple(calibration[:3]) + (decode.dtype,))
             base.update(fields, prune_seconds=round(time.perf_counter() - start, 2))
-            evaluate = TranslationEvaluator(model, task, decode, max_tokens, device, spm, references)
+            if decode.engine == "ctranslate2":  # the level's weights converted and decoded where they are served
+                from .ctranslate2_translate import CTranslate2Evaluator
+                evaluate = CTranslate2Evaluator(model, task, path, data_bin, decode, max_tokens, device, spm, references)
+            else:
+                evaluate = TranslationEvaluator(model, task, decode, max_tokens, device, spm, references)
             timed = _Timed(pruner, config)
 
             def on_row(row):
@@ -223,13 +239,20 @@ class _Timed:
         return out
 
 
-def format_table(rows) -> str:
-    """BLEU per sparsity level (rows) and curve (columns)."""
+def format_table(rows, field: str = "bleu") -> str:
+    """BLEU (or another ``field``) per sparsity level (rows) and curve (columns)."""
     names = list(dict.fromkeys(series(r) for r in rows))
     levels = sorted({float(r["requested_sparsity"]) for r in rows})
     cell = {(series(r), float(r["requested_sparsity"])): r for r in rows}
     lines = ["| pruned | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for s in levels:
-        values = [f"{cell[(n, s)]['bleu']:.2f}" if (n, s) in cell else "" for n in names]
+        values = [f"{cell[(n, s)][field]:.2f}" if (n, s) in cell else "" for n in names]
         lines.append(f"| {s * 100:.0f} % | " + " | ".join(values) + " |")
     return "\n".join(lines)
+
+
+def format_seconds(rows) -> str:
+    """Decoding seconds per level and curve, with the engine that decoded them."""
+    engine = rows[0].get("engine", "fairseq") if rows else "fairseq"
+    quantization = f" {rows[0]['quantization']}" if rows and rows[0].get("quantization") else ""
+    return f"decode seconds ({engine}{quantization}):\n" + format_table(rows, "decode_seconds")

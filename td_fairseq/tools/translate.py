@@ -5,20 +5,27 @@ here and reported in one line.
 Evaluation applies exactly the requested pruning to the trained weights and nothing else: the
 views (targeted dropout and its eval mask included) are removed after loading, a baseline's view
 being made permanent first (gates, log sigma^2, GMP masks, switches folded into the weights, as
-export does), so its model is evaluated as trained.
+export does), so its model is evaluated as trained. TD's eval scale (the targeted set times
+1 - alpha) is folded the same way when asked for (``load_translation_model``'s ``td_eval_scale``).
 """
 import glob
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 
 from ..files import UserError, first_line
+from ..precision import DTYPES, autocast
+from ..sparsity import TargetedDropout
 from ..sparsity.baselines import fold_views
+from ..sparsity.views import distinct_views, views_of
 from .archs import is_transformer_arch
-from .checkpoint import arch_of, load_checkpoint
+from .checkpoint import arch_of, load_checkpoint, not_td_error
+
+
+ENGINES = ("fairseq", "ctranslate2")
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,23 @@ class DecodeConfig:
     max_len_b: int = 10
     ref: Optional[str] = None
     spm: Optional[str] = None
+    engine: str = "fairseq"  # or ctranslate2: the model converted and decoded where it is served
+    quantization: Optional[str] = None  # ctranslate2's weight type (float32 by default); fairseq: None
+    dtype: str = "fp32"  # fairseq: bf16 decodes under autocast (weights pruned and kept in fp32)
 
     def __post_init__(self):
         if self.beam < 1:
             raise ValueError(f"beam must be at least 1, got {self.beam}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "ctranslate2" and self.quantization is None:
+            object.__setattr__(self, "quantization", "float32")
+        if self.engine == "fairseq" and self.quantization is not None:
+            raise ValueError("--quantization applies to --engine ctranslate2 only")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.engine != "fairseq" and self.dtype != "fp32":
+            raise ValueError("--bf16 applies to --engine fairseq; CTranslate2 takes --quantization")
 
 
 def check_data_bin(data_bin: str) -> None:
@@ -46,8 +66,21 @@ def check_data_bin(data_bin: str) -> None:
         raise UserError(f"{data_bin} is not a fairseq data-bin: it has no dict.*.txt{hint}")
 
 
-def load_translation_model(path: str, data_bin: str):
-    """(model, task, state before folding) from a checkpoint, views folded and removed."""
+def set_eval_scale(model, on: bool, path: str) -> None:
+    """Evaluate a TD model as if trained with (``on``) or without --td-eval-scale: an evaluation-only
+    option, so one checkpoint gives both evaluations without retraining."""
+    views = [v for _, v in distinct_views(views_of(model))
+             if isinstance(v, TargetedDropout) and v.config.td_type != "none"]
+    if on and not views:
+        raise not_td_error(path)
+    for v in views:
+        v.config = replace(v.config, eval_scale=on)
+
+
+def load_translation_model(path: str, data_bin: str, td_eval_scale=None):
+    """(model, task, state before folding) from a checkpoint, views folded and removed.
+    ``td_eval_scale`` True/False overrides the checkpoint's --td-eval-scale (None: its own).
+    fairseq's loader gives the views the saved update count, so a ramp's alpha_t is the last one."""
     from fairseq import checkpoint_utils
 
     import td_fairseq.models  # noqa: F401  (TD archs must be registered to load TD checkpoints)
@@ -64,7 +97,13 @@ def load_translation_model(path: str, data_bin: str):
         if "size mismatch" in str(error):
             raise UserError(f"the dictionary in {data_bin} does not match checkpoint {path} (embedding sizes differ)")
         raise
-    state = fold_views(models[0])
+    if td_eval_scale is not None:
+        set_eval_scale(models[0], td_eval_scale, path)
+    try:
+        state = fold_views(models[0])
+    except ValueError as error:  # a tied weight that a view scales for one of its readers only
+        raise UserError(f"{path}: {first_line(error)}")
+    models[0].autocast_dtype = None  # trained with --bf16 or not, evaluation chooses its own precision
     return models[0].eval(), task, state
 
 
@@ -96,6 +135,16 @@ def check_max_tokens(task, subset: str, max_tokens: int) -> None:
                         f"({longest} tokens): raise it")
 
 
+def detokenizer(tgt_dict, spm=None):
+    """``text(token ids, escape_unk=False)``: dictionary symbols to text, as fairseq-generate writes it,
+    then sentencepiece decoding. Every engine's output goes through it."""
+    detok = (lambda s: spm.decode(s.split())) if spm is not None else (lambda s: s)
+    # Without a model, undo sentencepiece pieces only if the dictionary holds any.
+    pieces = spm is None and any(symbol.startswith("\u2581") for symbol in tgt_dict.symbols)
+    bpe = "sentencepiece" if pieces else None
+    return lambda tokens, escape_unk=False: detok(tgt_dict.string(tokens, bpe, escape_unk=escape_unk))
+
+
 def translate(model, task, decode: DecodeConfig, max_tokens: int, spm=None, device="cpu"):
     """(hypotheses, references) detokenized, in corpus order, and decoding seconds."""
     from fairseq import utils
@@ -109,21 +158,19 @@ def translate(model, task, decode: DecodeConfig, max_tokens: int, spm=None, devi
         max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
         ignore_invalid_inputs=False, seed=1, num_workers=0).next_epoch_itr(shuffle=False)
     tgt_dict = task.target_dictionary
-    detok = (lambda s: spm.decode(s.split())) if spm is not None else (lambda s: s)
-    # Without a model, undo sentencepiece pieces only if the dictionary holds any.
-    pieces = spm is None and any(symbol.startswith("\u2581") for symbol in tgt_dict.symbols)
-    bpe = "sentencepiece" if pieces else None
+    text = detokenizer(tgt_dict, spm)
     hyps, refs = [None] * len(dataset), [None] * len(dataset)
     start = time.perf_counter()
-    with torch.no_grad():
+    # one autocast region for the whole subset: each weight is cast to bf16 once, not per step
+    with torch.no_grad(), autocast(torch.device(device).type, DTYPES[decode.dtype]):
         for sample in batches:
             if torch.device(device).type == "cuda":
                 sample = utils.move_to_cuda(sample, device)
             output = task.inference_step(generator, [model], sample)
             for i, sample_id in enumerate(sample["id"].tolist()):
-                hyps[sample_id] = detok(tgt_dict.string(output[i][0]["tokens"].int().cpu(), bpe))
+                hyps[sample_id] = text(output[i][0]["tokens"].int().cpu())
                 ref = utils.strip_pad(sample["target"][i], tgt_dict.pad()).int().cpu()
-                refs[sample_id] = detok(tgt_dict.string(ref, bpe, escape_unk=True))
+                refs[sample_id] = text(ref, escape_unk=True)
     return hyps, refs, time.perf_counter() - start
 
 

@@ -77,8 +77,9 @@ class Runtime:
     def __post_init__(self):
         if self.amp not in AMP:
             raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}")
-        if self.amp != "none" and torch.device(self.device).type != "cuda":
-            raise ValueError(f"--amp {self.amp} is for CUDA devices; this run is on {self.device}: drop --amp")
+        # a CPU autocasts to bf16 only (fp16 there is emulated and needs a GPU's grad scaler)
+        if self.amp == "fp16" and torch.device(self.device).type != "cuda":
+            raise ValueError(f"--amp fp16 is for CUDA devices; this run is on {self.device}: use --amp bf16 or none")
         if self.bad_images not in BAD_IMAGES:
             raise ValueError(f"--bad-images must be one of {', '.join(BAD_IMAGES)}, got {self.bad_images!r}")
         if not isinstance(self.workers, int) or self.workers < 0:

@@ -227,7 +227,7 @@ def test_same_file_names_get_their_folder_as_label_and_duplicates_are_refused(tr
 
 
 def test_reference_label_may_come_from_the_folder(trained_checkpoint, data_bin, tmp_path):
-    """One model per call, the reference swept by an earlier call (as multi30k_pruners.sh does)."""
+    """One model per call, the reference swept by an earlier call."""
     other = tmp_path / "other" / "model.pt"
     other.parent.mkdir()
     shutil.copy(trained_checkpoint, other)

@@ -124,3 +124,14 @@ def test_levels_in_any_order_each_prune_the_original_weights(digits):
     up = accuracy_vs_sparsity(model, x, y, td_selector, [0.0, 0.5, 0.9])
     assert [r["measured_sparsity"] for r in down] == [up[2]["measured_sparsity"], 0.0, up[1]["measured_sparsity"]]
     assert [r["accuracy"] for r in down] == [up[2]["accuracy"], up[0]["accuracy"], up[1]["accuracy"]]
+
+
+def test_bf16_autocast_trains_on_the_cpu_with_fp32_weights(digits):
+    from td_fairseq.vision import Runtime
+    torch.manual_seed(0)
+    model = one_hidden_layer_mlp(64, 10, 10)
+    apply_targeted_dropout(model, TDConfig("weight", 0.5, 0.5), mlp_selector)
+    history = train(model, digits, TrainConfig(epochs=4, lr=0.1, label_smoothing=0.0),
+                    runtime=Runtime(device="cpu", amp="bf16"))
+    assert history[-1]["test_accuracy"] > 80
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

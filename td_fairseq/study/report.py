@@ -1,0 +1,219 @@
+"""The report of a study folder, DIR/report/: results.csv and results.json (every row of every
+job), tables.md (BLEU mean ± sample std over seeds per evaluation, target verdicts, the best
+one-shot row per level, validation losses and the update of the lowest one) and curves.png.
+
+Jobs are DIR/*/result.json. A folder with failed.json is a failed job, one with neither is
+unfinished, and a job that DIR/multirun.yaml asked for with no folder is missing: the report
+names each of them and reports the rest. A model's name in the tables is its label, plus the
+overrides that differ between jobs other than model and seed (a coefficient grid).
+"""
+import io
+import json
+import os
+import statistics
+
+from ..files import UserError, atomic_write
+from ..results import write_rows
+
+
+def expected_jobs(sweep_dir) -> list:
+    """The override lists hydra's basic sweeper made from DIR/multirun.yaml, each sorted."""
+    path = os.path.join(sweep_dir, "multirun.yaml")
+    if not os.path.isfile(path):
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    hydra = OmegaConf.load(path).hydra
+    params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides(params + list(hydra.overrides.task))
+    return [tuple(sorted(job)) for job in BasicSweeper.split_arguments(overrides, None)[0]]
+
+
+def _json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load(sweep_dir):
+    """(results, problems): every result.json, and (job, what is wrong) for the others."""
+    import yaml
+    results, problems, seen = [], [], set()
+    for entry in sorted(os.listdir(sweep_dir)):
+        folder = os.path.join(sweep_dir, entry)
+        overrides = os.path.join(folder, ".hydra", "overrides.yaml")
+        if not os.path.isfile(overrides):
+            continue  # data/, raw/, report/: not a job
+        with open(overrides, encoding="utf-8") as f:
+            seen.add(tuple(sorted(yaml.safe_load(f) or [])))
+        if os.path.isfile(os.path.join(folder, "result.json")):
+            results.append(_json(os.path.join(folder, "result.json")))
+        elif os.path.isfile(os.path.join(folder, "failed.json")):
+            problems.append((entry, "failed: " + _json(os.path.join(folder, "failed.json"))["error"]))
+        else:
+            problems.append((entry, f"unfinished: no result.json (running, or stopped: see {folder})"))
+    problems += [(",".join(job), "missing: never started") for job in expected_jobs(sweep_dir) if job not in seen]
+    return results, problems
+
+
+def name_jobs(results):
+    """Set each result's display name: label, plus the overrides not shared by every job."""
+    keys = {}
+    for r in results:
+        for key, value in (o.split("=", 1) for o in r["overrides"]):
+            keys.setdefault(key, set()).add(value)
+    varying = {k for k, values in keys.items() if k not in ("model", "seed") and (
+        len(values) > 1 or any(k not in {o.split("=", 1)[0] for o in r["overrides"]} for r in results))}
+    for r in results:
+        r["name"] = " ".join([r["label"]] + sorted(o for o in r["overrides"] if o.split("=", 1)[0] in varying))
+
+
+def stat(values):
+    return dict(mean=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else None,
+                n=len(values))
+
+
+def cell(s, digits=2, scale=1.0):
+    if s is None:
+        return "–"
+    text = f"{s['mean'] / scale:.{digits}f}"
+    return text if s["std"] is None else f"{text} ± {s['std'] / scale:.{digits}f}"
+
+
+def level_name(level, pattern="unstructured"):
+    return f"{level * 100:.0f} %" if pattern in ("", "unstructured") or level == 0 else pattern
+
+
+def aggregate(rows):
+    """{(evaluation, name, level): stat of BLEU over seeds}."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["evaluation"], r["name"], float(r["requested_sparsity"])), []).append(float(r["bleu"]))
+    return {key: stat(bleu) for key, bleu in groups.items()}
+
+
+def evaluation_table(rows, stats, evaluation):
+    mine = [r for r in rows if r["evaluation"] == evaluation]
+    names = list(dict.fromkeys(r["name"] for r in mine))
+    levels = sorted({float(r["requested_sparsity"]) for r in mine})
+    pattern = mine[0].get("pattern", "unstructured")
+    lines = [f"### {evaluation} ({mine[0]['mode']} pruning, {mine[0].get('pruner', 'magnitude')}, score "
+             f"{mine[0].get('score', 'magnitude')})", "", "| pruned | " + " | ".join(names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    for level in levels:
+        lines.append(f"| {level_name(level, pattern)} | "
+                     + " | ".join(cell(stats.get((evaluation, n, level))) for n in names) + " |")
+    lines.append("| seeds | " + " | ".join(str(max((s["n"] for k, s in stats.items() if k[:2] == (evaluation, n)),
+                                                    default=0)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(results, stats, targets):
+    """Each target: mean BLEU at the level over no_td's mean dense BLEU (evaluation 'weight')."""
+    reference = [s for (e, n, level), s in stats.items() if e == "weight" and n == "no_td" and level == 0]
+    dense = reference[0]["mean"] if reference and reference[0]["mean"] > 0 else None
+    if not targets:
+        return ""
+    if dense is None:
+        return "Targets: no reference (no no_td job with dense BLEU above 0 in the evaluation 'weight')."
+    lines = [f"Targets (mean BLEU over no_td's mean dense BLEU, {dense:.2f}):", "",
+             "| model | pruned | seeds | BLEU | / no_td dense | target | met |", "|---|---|---|---|---|---|---|"]
+    for t in targets:
+        names = list(dict.fromkeys(r["name"] for r in results if r["label"] == t["model"])) or [t["model"]]
+        for name in names:
+            s = stats.get(("weight", name, float(t["level"])))
+            if s is None:
+                lines.append(f"| {name} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |")
+                continue
+            ratio = s["mean"] / dense
+            met = "yes" if ratio >= t["ratio"] else f"no (short by {t['ratio'] - ratio:.3f})"
+            lines.append(f"| {name} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | "
+                         f"{t['ratio']} | {met} |")
+    return "\n".join(lines)
+
+
+def best_one_shot(rows, stats, low=0.5):
+    """Per level from ``low`` up (and per N:M pattern): the model and evaluation with the highest
+    mean BLEU without fine-tuning, the runner-up, and the margin between them."""
+    options = {}
+    for r in rows:
+        level = float(r["requested_sparsity"])
+        if r["mode"] == "weight" and not r["evaluation"].startswith("finetune") and level >= low:
+            key = (r.get("pattern") or "unstructured", level)
+            options.setdefault(key, {})[(r["name"], r["evaluation"])] = stats[(r["evaluation"], r["name"], level)]
+    lines = ["| pruned | best | BLEU | runner-up | BLEU | margin |", "|---|---|---|---|---|---|"]
+    for (pattern, level), found in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
+        ranked = sorted(found.items(), key=lambda kv: -kv[1]["mean"])
+        (best, s), second = ranked[0], ranked[1] if len(ranked) > 1 else None
+        lines.append(f"| {level_name(level, pattern)} | {best[0]} ({best[1]}) | {cell(s)} | "
+                     + (f"{second[0][0]} ({second[0][1]}) | {cell(second[1])} | {s['mean'] - second[1]['mean']:.2f} |"
+                        if second else "– | – | – |"))
+    return "\n".join(lines)
+
+
+def lowest(curve):
+    """The validation with the lowest loss: where training stopped improving (the budget study's answer)."""
+    return min(curve, key=lambda point: point["loss"]) if curve else None
+
+
+def validation_table(results):
+    lines = ["| model | seeds | updates | final val loss | lowest val loss at update (per seed) |",
+             "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["name"] for r in results):
+        mine = [r for r in results if r["name"] == name and r["curve"]]
+        if mine:
+            at = ", ".join(f"{lowest(r['curve'])['loss']:.3f} at {lowest(r['curve'])['updates']}" for r in mine)
+            lines.append(f"| {name} | {len(mine)} | {', '.join(str(r['updates']) for r in mine)} | "
+                         f"{cell(stat([r['curve'][-1]['loss'] for r in mine]), 3)} | {at} |")
+    return "\n".join(lines)
+
+
+def plot_curves(results, path):
+    """Validation loss against updates, one line per job, one colour per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    colors = {}
+    for r in results:
+        first = r["name"] not in colors
+        color = colors.setdefault(r["name"], plt.get_cmap("tab20").colors[len(colors) % 20])
+        ax.plot([p["updates"] for p in r["curve"]], [p["loss"] for p in r["curve"]], marker=".", color=color,
+                linewidth=1, label=r["name"] if first else None)
+    ax.set_xlabel("updates")
+    ax.set_ylabel("validation loss (label-smoothed, base 2)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def write_report(sweep_dir):
+    """Write DIR/report/; returns (its folder, tables.md's text, the problems)."""
+    if not os.path.isdir(sweep_dir):
+        raise UserError(f"no study folder {sweep_dir}")
+    results, problems = load(sweep_dir)
+    if not results and not problems:
+        raise UserError(f"{sweep_dir} holds no study job (no */.hydra/overrides.yaml)")
+    out = os.path.join(sweep_dir, "report")
+    os.makedirs(out, exist_ok=True)
+    name_jobs(results)
+    rows = [dict(name=r["name"], seed=r["seed"], job=r["job"], updates=r["updates"], **row)
+            for r in results for row in r["rows"]]
+    write_rows(out, rows, list(dict.fromkeys(k for row in rows for k in row)))
+    stats = aggregate(rows)
+    sections = [f"# Study {os.path.basename(os.path.abspath(sweep_dir))}: {len(results)} jobs done, "
+                f"{len(problems)} not" + "".join(f"\n- {job}: {what}" for job, what in problems)]
+    if results:
+        targets = results[0]["config"].get("targets") or []
+        sections += ["## BLEU (mean ± sample std over seeds)"] + [
+            evaluation_table(rows, stats, e) for e in dict.fromkeys(r["evaluation"] for r in rows)]
+        sections += [verdicts(results, stats, targets), "## The best one-shot row per level\n\n"
+                     + best_one_shot(rows, stats), "## Validation\n\n" + validation_table(results)]
+        plot_curves([r for r in results if r["curve"]], os.path.join(out, "curves.png"))
+    text = "\n\n".join(s for s in sections if s) + "\n"
+    atomic_write(os.path.join(out, "tables.md"), text)
+    return out, text, problems

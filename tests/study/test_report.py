@@ -1,0 +1,94 @@
+"""td_fairseq/study/report.py on study folders written by hand: the arithmetic over seeds, the
+verdicts, the best one-shot row, and failed, unfinished and missing jobs."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from td_fairseq.files import UserError
+from td_fairseq.study.report import name_jobs, write_report
+
+from ..conftest import REPO
+
+TARGETS = [{"model": "td", "level": 0.7, "ratio": 0.97}, {"model": "td", "level": 0.8, "ratio": 0.95}]
+
+
+def row(evaluation, label, level, bleu, pruner="magnitude", pattern="unstructured"):
+    return dict(evaluation=evaluation, label=label, mode="weight", score="magnitude", pruner=pruner, pattern=pattern,
+                requested_sparsity=level, measured_sparsity=level, bleu=bleu)
+
+
+def fake_job(sweep, overrides, rows=None, failed=None, curve=((12, 6.0), (24, 5.5), (36, 5.6))):
+    """A job folder as scripts/study.py leaves it: .hydra/overrides.yaml, then result.json or failed.json."""
+    folder = sweep / ",".join(sorted(overrides))
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    job = dict(label=overrides[0].split("=")[1], seed=int(overrides[1].split("=")[1]), overrides=list(overrides),
+               job=folder.name)
+    if failed:
+        (folder / "failed.json").write_text(json.dumps(dict(job, error=failed)))
+    elif rows is not None:
+        points = [dict(epoch=i + 1, updates=u, loss=loss, ppl=2 ** loss) for i, (u, loss) in enumerate(curve)]
+        (folder / "result.json").write_text(json.dumps(dict(job, updates=curve[-1][0], curve=points, rows=rows,
+                                                            config={"targets": TARGETS})))
+    return folder
+
+
+def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
+    for seed, (dense, at70, sgpt, td_dense, td70) in {1: (20, 10, 19, 18, 20), 2: (22, 12, 23, 20, 21)}.items():
+        fake_job(tmp_path, ["model=no_td", f"seed={seed}"], [
+            row("weight", "no_td", 0.0, dense), row("weight", "no_td", 0.7, at70),
+            row("sparsegpt", "no_td", 0.7, sgpt, "sparsegpt"), row("pattern_2_4", "no_td", 0.5, 17, pattern="2:4")])
+        fake_job(tmp_path, ["model=td", f"seed={seed}"], [
+            row("weight", "td", 0.0, td_dense), row("weight", "td", 0.7, td70),
+            row("pattern_2_4", "td", 0.5, 15, pattern="2:4")],
+            curve=((12, 6.0), (24, 5.5 if seed == 1 else 7.0), (36, 5.9)))
+    out, text, problems = write_report(str(tmp_path))
+    assert problems == [] and text.startswith(f"# Study {tmp_path.name}: 4 jobs done, 0 not")
+    assert "| 0 % | 21.00 ± 1.41 | 19.00 ± 1.41 |" in text and "| 70 % | 11.00 ± 1.41 | 20.50 ± 0.71 |" in text
+    assert "| seeds | 2 | 2 |" in text
+    assert "| td | 70 % | 2 | 20.50 ± 0.71 | 0.976 ± 0.034 | 0.97 | yes |" in text
+    assert "| td | 80 % | 0 | not measured | | 0.95 | no |" in text
+    assert "| 70 % | no_td (sparsegpt) | 21.00 ± 2.83 | td (weight) | 20.50 ± 0.71 | 0.50 |" in text
+    assert "| 2:4 | no_td (pattern_2_4) | 17.00 ± 0.00 | td (pattern_2_4) | 15.00 ± 0.00 | 2.00 |" in text
+    assert "| td | 2 | 36, 36 | 5.900 ± 0.000 | 5.500 at 24, 5.900 at 36 |" in text  # where val loss stopped improving
+    with open(f"{out}/results.csv", encoding="utf-8") as f:
+        assert len(f.readlines()) == 1 + 2 * 7
+    with open(f"{out}/curves.png", "rb") as f:
+        assert f.read(4) == b"\x89PNG"
+
+
+def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_path):
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  sweeper:\n    params:\n      model: no_td,td\n      seed: 1,2\n"
+                                            "  overrides:\n    task: [updates=30]\n")
+    fake_job(tmp_path, ["model=no_td", "seed=1", "updates=30"], [row("weight", "no_td", 0.0, 20.0)])
+    fake_job(tmp_path, ["model=no_td", "seed=2", "updates=30"], failed="training exited with status 1: see LOG")
+    unfinished = fake_job(tmp_path, ["model=td", "seed=1", "updates=30"])
+    result = subprocess.run([sys.executable, f"{REPO}/scripts/study_report.py", str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "study_report.py: warning: model=no_td,seed=2,updates=30: failed: training exited with status 1: see LOG",
+        f"study_report.py: warning: model=td,seed=1,updates=30: unfinished: no result.json (running, or stopped: "
+        f"see {unfinished})",
+        "study_report.py: warning: model=td,seed=2,updates=30: missing: never started"]
+    tables = (tmp_path / "report" / "tables.md").read_text()
+    assert "1 jobs done, 3 not" in tables and "| 0 % | 20.00 |" in tables and "| seeds | 1 |" in tables
+
+
+def test_a_grid_names_each_value_and_leaves_out_what_every_job_shares():
+    results = [dict(label="l1", overrides=["model=l1", "model.coef=1e-6", "seed=1", "updates=30"]),
+               dict(label="l1", overrides=["model=l1", "model.coef=1e-5", "seed=1", "updates=30"]),
+               dict(label="no_td", overrides=["model=no_td", "seed=2", "updates=30"])]
+    name_jobs(results)
+    assert [r["name"] for r in results] == ["l1 model.coef=1e-6", "l1 model.coef=1e-5", "no_td"]
+
+
+def test_a_folder_without_jobs_is_one_error(tmp_path):
+    with pytest.raises(UserError, match="holds no study job"):
+        write_report(str(tmp_path))
+    result = subprocess.run([sys.executable, f"{REPO}/scripts/study_report.py", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == f"study_report.py: error: no study folder {tmp_path / 'nowhere'}\n"
