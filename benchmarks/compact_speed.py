@@ -97,7 +97,8 @@ def size_table(dense_path, levels, kinds="attn,ffn"):
     """Dense-file and packed-file bytes of the weight-pruned checkpoint at each level."""
     from td_fairseq.sparsity import PruneRanking
     from td_fairseq.files import save_torch
-    from td_fairseq.tools.checkpoint import load_checkpoint, prunable_weights, stock_checkpoint
+    from td_fairseq.tools.checkpoint import prunable_weights, stock_checkpoint
+    from td_fairseq.tools.loading import load_checkpoint
     from td_fairseq.tools.sparse_storage import encode_tensor, pack_file
     state = stock_checkpoint(load_checkpoint(dense_path))
     weights = prunable_weights(state["model"], kinds)

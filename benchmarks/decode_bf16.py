@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from td_fairseq.files import write_json  # noqa: E402
 from td_fairseq.results import git_commit, machine  # noqa: E402
-from td_fairseq.tools.translate import (DecodeConfig, bleu_chrf, load_spm, load_subset,  # noqa: E402
-                                        load_translation_model, read_reference, translate)
+from td_fairseq.tools.loading import load_translation_model  # noqa: E402
+from td_fairseq.tools.translate import (DecodeConfig, bleu_chrf, load_spm, load_subset, read_reference,  # noqa: E402
+                                        translate)
 
 
 def main(argv=None):

@@ -100,7 +100,8 @@ def engines(args, path, tmp, name):
 
     from td_fairseq.tools.ctranslate2_export import export_ctranslate2
     from td_fairseq.tools.ctranslate2_translate import load_translator, translate_ct2
-    from td_fairseq.tools.translate import DecodeConfig, load_subset, load_translation_model, translate
+    from td_fairseq.tools.loading import load_translation_model
+    from td_fairseq.tools.translate import DecodeConfig, load_subset, translate
     decode = DecodeConfig(args.subset, args.beam, 1.0, args.max_len_a, args.max_len_b)
     model, task, _ = load_translation_model(path, args.data_bin)
     load_subset(task, args.data_bin, args.subset)

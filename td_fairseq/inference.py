@@ -27,10 +27,9 @@ def load_for_inference(path: str, semi_structured: bool = False, dtype: torch.dt
     attention modules call their projection modules (fairseq's fast path would bypass the
     sparse weights; the math is the same), also when falling back to dense weights.
     """
-    from .tools.sweep import load_translation_model
+    from .tools.loading import load_checkpoint, load_translation_model
 
     if data_bin is None:
-        from .tools.checkpoint import load_checkpoint
         data_bin = load_checkpoint(path)["cfg"]["task"]["data"]
     model, task, _ = load_translation_model(path, data_bin)
     device = torch.device(device) if device is not None else torch.device("cpu")

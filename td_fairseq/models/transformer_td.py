@@ -28,7 +28,7 @@ from ..sparsity import options as sparsity_options
 from ..sparsity.baseline_views import FrozenMask
 from ..sparsity.baselines import apply_baseline
 from ..sparsity.views import attach_views, views_of
-from ..tools.archs import STOCK_ARCH, TINY_ARCH
+from ..transformer_archs import STOCK_ARCH, TINY_ARCH
 
 
 def _field_type(option):

@@ -1,4 +1,4 @@
-"""Read fairseq checkpoints with clear errors; export and prune them as stock checkpoints.
+"""Export and prune fairseq checkpoints (read by ``loading.load_checkpoint``) as stock checkpoints.
 
 A stock checkpoint has the TD machinery removed, the arch mapped to fairseq's own
 ``transformer*`` arch, the model config as a plain dict and no optimizer state: plain
@@ -8,9 +8,8 @@ Files are written in ``servable_state``'s form, which ``ct2-fairseq-converter`` 
 import argparse
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
 
-from ..files import UserError, check_out_dir, load_torch, save_torch, write_json
+from ..files import UserError, check_out_dir, save_torch, write_json
 from ..results import command_line, git_commit
 from ..sparsity import follows_pattern, parse_kinds, sparsity_report
 from ..sparsity.baselines import fold_state_dict
@@ -19,24 +18,8 @@ from ..sparsity.td import fold_eval_scale
 from ..sparsity.patterns import check_pattern_shape, parse_pattern
 from ..sparsity.selection import is_weight_matrix_key
 from ..sparsity.sweep import MagnitudePruner, SweepConfig
-from .archs import STOCK_ARCH, is_transformer_arch
-
-def load_checkpoint(path: str) -> dict:
-    """A fairseq translation checkpoint, or one line saying what the file is instead."""
-    state = load_torch(path)
-    if isinstance(state, dict) and "state_dict" in state and "arch" in state and "model" not in state:
-        raise UserError(f"{path} is a vision checkpoint (td_fairseq.vision, arch {state.get('arch')}); "
-                        "expected a fairseq translation checkpoint with 'model' and 'cfg' entries")
-    if not isinstance(state, dict) or "model" not in state or not state.get("cfg"):
-        raise UserError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' entries)")
-    return state
-
-
-def model_config(state: dict) -> dict:
-    """cfg.model as a dict, whether saved as a Namespace (legacy args), a dict (our stock
-    export) or, once fairseq has loaded the state, an OmegaConf DictConfig (a Mapping)."""
-    model = state["cfg"]["model"]
-    return dict(model) if isinstance(model, Mapping) else dict(vars(model))
+from ..transformer_archs import STOCK_ARCH, is_transformer_arch
+from .loading import arch_of, load_checkpoint, load_translation_model, model_config, not_td_error
 
 
 def servable_state(state: dict) -> dict:
@@ -51,10 +34,6 @@ def servable_state(state: dict) -> dict:
     return dict(state, cfg=dict(state["cfg"], model=model))
 
 
-def arch_of(state: dict) -> str:
-    return model_config(state).get("arch") or model_config(state).get("_name")
-
-
 def update_count(state: dict) -> int:
     """The update count fairseq saved (and gives the model's schedules when it loads it)."""
     return (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
@@ -64,11 +43,6 @@ def is_td_model(model: dict) -> bool:
     """Whether a model config trains with targeted dropout (not none, a baseline or a frozen mask)."""
     return (model.get("arch") or model.get("_name")) in STOCK_ARCH and model.get("td_type", "none") != "none" \
         and (model.get("sparsity_method") or "td") == "td" and not model.get("freeze_mask")
-
-
-def not_td_error(path: str) -> UserError:
-    return UserError(f"--td-eval-scale: {path} is not a targeted-dropout checkpoint (td_type none, a baseline "
-                     "or a stock model): it has no targeted set to scale")
 
 
 def eval_scaled_weights(state: dict, td_eval_scale=None, path: str = "the checkpoint") -> dict:
@@ -160,7 +134,6 @@ def level_pruner(state: dict, path: str, kinds, mode: str, scope: str, pruner: s
     if (mode, scope) != ("weight", "unit"):
         raise UserError(f"--pruner {pruner} prunes weights per output row: it needs --mode weight --scope unit")
     from .calibration import calibrated_pruner
-    from .translate import load_translation_model
     model, task, _ = load_translation_model(path, data_bin, td_eval_scale)
     params = {k: p for k, p in model.named_parameters() if k in weights}
     return calibrated_pruner(pruner, model, task, params, calibration)

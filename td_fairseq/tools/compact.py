@@ -32,7 +32,8 @@ from ..files import UserError
 from ..results import command_line, git_commit
 from ..sparsity import PruneRanking, check_sparsity
 from ..files import save_torch
-from .checkpoint import load_checkpoint, model_config, servable_state, stock_checkpoint
+from .checkpoint import servable_state, stock_checkpoint
+from .loading import load_checkpoint, model_config
 from .sparse_storage import check_out_file
 
 COMPACT_ARCH = "transformer_compact"

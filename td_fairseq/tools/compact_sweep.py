@@ -13,11 +13,11 @@ import tempfile
 from ..files import UserError, check_out_dir, save_torch
 from ..results import SWEEP_COLUMNS, command_line, git_commit, load_rows, machine, plot_curves, write_rows
 from ..sparsity import check_sparsity
-from .checkpoint import load_checkpoint, stock_checkpoint
+from .checkpoint import stock_checkpoint
 from .compact import compact_state, masked_state, plan_compaction
+from .loading import load_checkpoint, load_translation_model
 from .sweep import check_labels
-from .translate import (DecodeConfig, TranslationEvaluator, load_spm, load_subset, load_translation_model,
-                        read_reference, resolve_device)
+from .translate import DecodeConfig, TranslationEvaluator, load_spm, load_subset, read_reference, resolve_device
 
 COMPACT_COLUMNS = SWEEP_COLUMNS + [
     "bleu", "compact_bleu", "identical_hypotheses", "decode_seconds", "compact_decode_seconds", "speedup",

@@ -20,9 +20,10 @@ import tempfile
 from ..files import UserError, first_line, save_torch, temp_prefix, write_json
 from ..results import command_line, git_commit
 from ..sparsity import parse_kinds, sparsity_report
-from .checkpoint import arch_of, load_checkpoint, model_config, prunable_weights, servable_state, stock_checkpoint
+from .checkpoint import prunable_weights, servable_state, stock_checkpoint
 from .compact import COMPACT_ARCH
-from .translate import check_data_bin, load_spm
+from .loading import arch_of, check_data_bin, load_checkpoint, model_config
+from .translate import load_spm
 
 QUANTIZATIONS = ("float32", "int8", "int8_float32")
 EXPORT_INFO = "export.json"

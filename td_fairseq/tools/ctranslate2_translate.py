@@ -14,8 +14,9 @@ import time
 import torch
 
 from ..files import UserError
-from .checkpoint import load_checkpoint, stock_checkpoint
+from .checkpoint import stock_checkpoint
 from .ctranslate2_export import convert_state
+from .loading import load_checkpoint
 from .translate import DecodeConfig, bleu_chrf, detokenizer
 
 

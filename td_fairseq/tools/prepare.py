@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 
-from ..cli import UserError
+from ..files import UserError
 
 SPLITS = ("train", "valid", "test")
 

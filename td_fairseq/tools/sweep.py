@@ -19,8 +19,9 @@ from ..sparsity.scores import own_scores
 from ..sparsity.selection import is_weight_matrix_key
 from ..sparsity.sweep import MagnitudePruner, SweepConfig, prune_evaluate
 from .checkpoint import check_pattern
-from .translate import (DecodeConfig, TranslationEvaluator, check_max_tokens, load_spm, load_subset,
-                        load_translation_model, read_reference, resolve_device)
+from .loading import load_translation_model
+from .translate import (DecodeConfig, TranslationEvaluator, check_max_tokens, load_spm, load_subset, read_reference,
+                        resolve_device)
 
 SCORES = ("magnitude", "own")
 PRUNERS = ("magnitude", "wanda", "sparsegpt")

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..files import UserError
+from .errors import DataError
+from .folder import load_folder
 
 DATASETS = ("digits", "cifar10", "cifar100", "folder")
 DIGITS_TEST_FRACTION = 0.2
@@ -53,10 +54,6 @@ CIFAR = {
                             "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python", ("train",), "test",
                             b"fine_labels", 100),
 }
-
-
-class DataError(UserError):
-    """A data set that cannot be found, read or downloaded; the message is one line."""
 
 
 def as_is(batch):
@@ -253,6 +250,5 @@ def load_dataset(name: str, data_dir: str = None, download: bool = False, image_
     if name in CIFAR:
         return load_cifar(name, data_dir, download)
     if name == "folder":
-        from .folder import load_folder
         return load_folder(data_dir, image_size or 224)
     raise DataError(f"dataset must be one of {', '.join(DATASETS)}, got {name!r}")

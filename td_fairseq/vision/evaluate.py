@@ -19,7 +19,7 @@ from ..files import UserError
 from ..sparsity import views_of
 from ..sparsity.sweep import MagnitudePruner, SweepConfig, prune_evaluate
 from .archs import td_selector
-from .checkpoint import load_checkpoint
+from .training_state import load_checkpoint
 from .data import load_dataset
 from .train import Runtime, check_bad, loader, loader_accuracy
 

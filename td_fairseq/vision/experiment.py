@@ -13,7 +13,7 @@ from ..sparsity.td import TargetedDropout
 from ..sparsity.views import views_of
 from . import distributed
 from .archs import canonical_arch
-from .checkpoint import build_model, make_checkpoint
+from .training_state import build_model, make_checkpoint
 from .train import Runtime, TrainConfig, loader_accuracy, train
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..files import first_line
-from .data import DataError
+from .errors import DataError
 from .transforms import eval_transform, normalise, to_uint8_tensor, train_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

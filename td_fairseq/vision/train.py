@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..sparsity import set_num_updates
 from ..sparsity.baselines import regularization_loss
 from . import distributed
-from .data import DataError, as_is
+from .data import as_is
+from .errors import DataError
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BAD_IMAGES = ("stop", "skip")

@@ -157,7 +157,7 @@ def test_unit_td_drops_rows_in_model():
 def test_every_td_arch_exports_to_a_registered_stock_arch():
     from fairseq.models import ARCH_MODEL_NAME_REGISTRY
 
-    from td_fairseq.tools.archs import STOCK_ARCH
+    from td_fairseq.transformer_archs import STOCK_ARCH
     td_archs = {arch for arch, model in ARCH_MODEL_NAME_REGISTRY.items() if model == "transformer_td"}
     assert td_archs == set(STOCK_ARCH)
     assert all(ARCH_MODEL_NAME_REGISTRY[stock] == "transformer" for stock in STOCK_ARCH.values())

@@ -71,7 +71,7 @@ def test_compact_translates_as_masked(compacted, data_bin, name, arch):
 
 def test_parameter_count_and_kept_units(compacted, trained_checkpoint, data_bin):
     from td_fairseq.sparsity import PruneRanking
-    from td_fairseq.tools.checkpoint import load_checkpoint
+    from td_fairseq.tools.loading import load_checkpoint
     dense = load_checkpoint(str(trained_checkpoint))["model"]
     models = {n: load(compacted / f"{n}.pt", data_bin)[0] for n in ("ffn", "heads")}
     full = parameters(load(compacted / "ffn_masked.pt", data_bin)[0])
@@ -91,7 +91,8 @@ def test_parameter_count_and_kept_units(compacted, trained_checkpoint, data_bin)
 def test_per_layer_widths_load_through_the_plugin(trained_checkpoint, data_bin, tmp_path):
     """Widths that differ between layers (not reachable from the script) still load and match the mask."""
     from td_fairseq.files import save_torch
-    from td_fairseq.tools.checkpoint import load_checkpoint, stock_checkpoint
+    from td_fairseq.tools.checkpoint import stock_checkpoint
+    from td_fairseq.tools.loading import load_checkpoint
     from td_fairseq.tools.compact import compact_state, masked_state, plan_compaction
     state = stock_checkpoint(load_checkpoint(str(trained_checkpoint)))
     plan = plan_compaction(state, 0.25, heads=True)

@@ -8,7 +8,8 @@ import sacrebleu
 
 from td_fairseq import cli
 from td_fairseq.tools.ctranslate2_translate import load_translator, source_batches, translate_ct2
-from td_fairseq.tools.translate import DecodeConfig, load_subset, load_translation_model, translate
+from td_fairseq.tools.loading import load_translation_model
+from td_fairseq.tools.translate import DecodeConfig, load_subset, translate
 
 from ..conftest import REPO, TRAIN_ARGS, run_cli
 from .test_checkpoint import prune_script

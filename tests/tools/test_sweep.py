@@ -85,7 +85,7 @@ def l0_checkpoint(data_bin, tmp_path_factory):
 def test_baseline_models_are_evaluated_with_their_views_folded(l0_checkpoint, data_bin):
     from td_fairseq.sparsity import views_of
     from td_fairseq.sparsity.baseline_views import l0_eval_gate
-    from td_fairseq.tools.translate import load_translation_model
+    from td_fairseq.tools.loading import load_translation_model
     model, _, state = load_translation_model(str(l0_checkpoint), str(data_bin))
     assert views_of(model) == []
     gated = [k for k in state if k.endswith(".td.log_alpha")]

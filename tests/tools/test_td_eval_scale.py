@@ -10,9 +10,9 @@ import torch
 from td_fairseq import cli
 from td_fairseq.files import UserError, save_torch
 from td_fairseq.sparsity import td_rates, targeted_weight_mask, views_of
-from td_fairseq.tools.checkpoint import load_checkpoint, stock_checkpoint
+from td_fairseq.tools.checkpoint import stock_checkpoint
 from td_fairseq.tools.inprocess import random_checkpoint, sample, write_dictionaries
-from td_fairseq.tools.translate import load_translation_model
+from td_fairseq.tools.loading import load_checkpoint, load_translation_model
 
 from .test_checkpoint import prune_script
 from .test_sweep import rows_of, sweep, sweep_script

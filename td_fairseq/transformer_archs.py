@@ -1,7 +1,8 @@
 """The TD architectures and the stock fairseq arch each exports to: the one list of arch names.
 
 Fairseq-free on purpose: export and checkpoint checks use it without importing fairseq, and
-``models.transformer_td`` registers one TD arch per entry (stock arch plus TD).
+``models.transformer_td`` registers one TD arch per entry (stock arch plus TD). It lives outside
+``models`` and ``tools`` so that the plugin reads it without knowing the tools.
 """
 STOCK_ARCH = {
     "transformer_td": "transformer",
