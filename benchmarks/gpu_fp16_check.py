@@ -34,9 +34,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PRECISIONS = {"fp16": (["--fp16"], torch.float16), "bf16": (["--bf16"], torch.bfloat16),
-              "memory-efficient-fp16": (["--memory-efficient-fp16"], torch.float16),
-              "memory-efficient-bf16": (["--memory-efficient-bf16"], torch.bfloat16)}
+# bf16: the plugin's autocast over fp32 weights (what fairseq-train --bf16 does with td_fairseq);
+# bf16-fairseq: fairseq's own path (the model cast to bf16, fp32 master copy), with --tpu undone.
+# --memory-efficient-bf16 is refused by the plugin. Value: (flags, dtype of the stored weights).
+PRECISIONS = {"fp16": (["--fp16"], torch.float16), "bf16": (["--bf16"], torch.float32),
+              "bf16-fairseq": (["--bf16"], torch.bfloat16),
+              "memory-efficient-fp16": (["--memory-efficient-fp16"], torch.float16)}
 
 
 def build_trainer(data_bin, precision, cpu_smoke):
@@ -47,7 +50,12 @@ def build_trainer(data_bin, precision, cpu_smoke):
             "--td-gamma", "0.75", "--td-alpha", "0.66", "--dropout", "0.1"]
     if cpu_smoke:
         argv += ["--cpu", "--fp16-no-flatten-grads"]
-    return build(data_bin, argv, tpu=False)
+    fairseq_bf16 = precision == "bf16-fairseq"
+    return build(data_bin, argv, tpu=False, edit=_fairseq_bf16 if fairseq_bf16 else None)
+
+
+def _fairseq_bf16(args):
+    args.bf16, args.autocast_bf16 = True, False
 
 
 def optimizer_view(trainer):
@@ -76,7 +84,7 @@ def check(data_bin, precision, updates, cpu_smoke) -> str:
 
     trainer, task = build_trainer(data_bin, precision, cpu_smoke)
     half = PRECISIONS[precision][1]
-    has_master = not precision.startswith("memory-efficient")
+    has_master = precision in ("fp16", "bf16-fairseq")
     model = trainer.model
     modules = dict(views_of(model))
     assert modules and all(m._parameters["weight"].dtype == half for m in modules.values())

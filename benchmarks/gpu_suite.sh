@@ -6,7 +6,7 @@
 #
 #   a. training-step overhead, TD / no TD: small and transformer_td_wmt_en_de size, in fp32,
 #      fp16, bf16 and memory-efficient fp16 (benchmarks/step_overhead.py)
-#   b. TD masks honoured under fp16, bf16 and memory-efficient fp16 (benchmarks/gpu_fp16_check.py)
+#   b. TD masks honoured under fp16, bf16 (autocast and fairseq's own) and memory-efficient fp16 (benchmarks/gpu_fp16_check.py)
 #   c. 2:4 semi-structured against dense bf16: forward, beam decoding, identical output
 #      (benchmarks/semi_structured_speed.py, both backends)
 #   d. vision step overhead, wrn28_10 bf16 (benchmarks/vision_overhead.py, if present)
@@ -174,22 +174,22 @@ tail -n 5 "$LOGS/bootstrap.log"
 if [ "$SMOKE" = 1 ]; then
     STEP="--size tiny --tokens 256 --length 16 --vocab 200 --steps 2 --warmup 1"
     stage a_step_small 900 $PY benchmarks/step_overhead.py --device "$DEVICE" $STEP \
-        --precision fp32 fp16 bf16 memory-efficient-fp16 --variants td_weight td_interval10 td_pattern24 td_none stock \
+        --precision fp32 fp16 bf16 bf16-fairseq memory-efficient-fp16 --variants td_weight td_interval10 td_pattern24 td_none stock \
         --json "$LOGS/a_step_small.json"
     stage b_half_precision 900 $PY benchmarks/gpu_fp16_check.py --cpu-smoke --updates 2 \
-        --precision fp16 bf16 memory-efficient-fp16
+        --precision fp16 bf16 bf16-fairseq memory-efficient-fp16
     stage c_semi_structured 900 $PY benchmarks/semi_structured_speed.py --smoke --backend cusparselt cutlass \
         --json "$LOGS/c_semi_structured.json"
     VISION="--arch resnet32 --device $DEVICE --batch 8 --steps 2 --warmup 1" VISION_SECONDS=600
     STUDY_ARGS=("arch=--arch transformer_td_tiny --share-all-embeddings" budget.max_epoch=1)
 else
     stage a_step_small 110 $PY benchmarks/step_overhead.py --device "$DEVICE" --size small --steps 20 --warmup 5 \
-        --precision fp32 fp16 bf16 memory-efficient-fp16 --variants td_weight td_interval10 td_pattern24 td_none stock \
+        --precision fp32 fp16 bf16 bf16-fairseq memory-efficient-fp16 --variants td_weight td_interval10 td_pattern24 td_none stock \
         --json "$LOGS/a_step_small.json"
     stage a_step_wmt 110 $PY benchmarks/step_overhead.py --device "$DEVICE" --size wmt --steps 10 --warmup 3 \
-        --precision fp32 fp16 bf16 memory-efficient-fp16 --variants td_weight td_none stock \
+        --precision fp32 fp16 bf16 bf16-fairseq memory-efficient-fp16 --variants td_weight td_none stock \
         --json "$LOGS/a_step_wmt.json"
-    stage b_half_precision 80 $PY benchmarks/gpu_fp16_check.py --updates 6 --precision fp16 bf16 memory-efficient-fp16
+    stage b_half_precision 80 $PY benchmarks/gpu_fp16_check.py --updates 6 --precision fp16 bf16 bf16-fairseq memory-efficient-fp16
     stage c_semi_structured 150 $PY benchmarks/semi_structured_speed.py --device "$DEVICE" \
         --backend cusparselt cutlass --decode-repeats 2 --json "$LOGS/c_semi_structured.json"
     VISION="--arch wrn28_10 --device cuda --amp bf16 --batch 128" VISION_SECONDS=70

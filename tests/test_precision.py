@@ -17,6 +17,15 @@ def test_the_probe_says_whether_bf16_beats_fp32_here(monkeypatch):
     precision.bf16_slow_reason.cache_clear()
 
 
+def test_with_native_flags_only_a_clearly_slower_probe_says_slow(monkeypatch):
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx512_bf16"})
+    for ratio, slow in ((0.4, False), (1.2, False), (2.0, True)):  # 1.2: a probe blurred by load
+        precision.bf16_slow_reason.cache_clear()
+        monkeypatch.setattr(precision, "_matmul_ms", lambda dtype: ratio if dtype == torch.bfloat16 else 1.0)
+        assert (precision.bf16_slow_reason("cpu") is not None) == slow, ratio
+    precision.bf16_slow_reason.cache_clear()
+
+
 def test_without_the_probe_the_flags_decide(monkeypatch):
     monkeypatch.setenv("TD_FAIRSEQ_BF16_PROBE", "0")
     for flags, slow in (({"avx512_bf16"}, False), ({"amx_bf16"}, False), ({"avx2"}, True)):

@@ -4,12 +4,14 @@ Everything is seeded, and each model trains on one thread, so a rerun gives the 
 any machine; every stage is skipped when its output exists (an unfinished training resumes from
 checkpoint_last.pt, a finished one is not started again).
 """
+import json
 import os
 import subprocess
 import sys
 
-from ..files import UserError, load_torch
+from ..files import UserError, load_torch, write_json
 from ..precision import bf16_slow_reason
+from ..results import load_rows
 from ..synthetic import write_corpus
 from .prepare import prepare
 from ..sparsity.sweep import SweepConfig
@@ -54,6 +56,16 @@ def demo_dtype():
     return "fp32", f"bf16 would be slower here ({reason})"
 
 
+def _kept_dtype(out_dir):
+    """(dtype, why) of an earlier run into ``out_dir``: a rerun resumes in the same precision."""
+    path = os.path.join(out_dir, "precision.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["dtype"], "as the earlier run into this folder"
+    rows = load_rows(os.path.join(out_dir, "sweep"))  # a folder of a demo that predates the choice
+    return (rows[0].get("dtype") or "fp32", "as the earlier run into this folder") if rows else None
+
+
 def train_all(data_bin, checkpoint_root, models, max_update, dtype="fp32"):
     """fairseq's own trainer, through its command-line entry point: one process per model, all
     at once, one thread each. Two single-thread runs side by side use 2 cores fully, which two
@@ -95,8 +107,10 @@ def _updates_done(checkpoint):
 
 def run_demo(out_dir="demo_out", train_pairs=12000, test_pairs=500, vocab_size=240, max_update=MAX_UPDATE,
              levels=LEVELS, log=_log, command=None, dtype=None):
-    dtype, why = (dtype, "as asked") if dtype else demo_dtype()
+    dtype, why = (dtype, "as asked") if dtype else _kept_dtype(out_dir) or demo_dtype()
     log(f"precision: {dtype} ({why})")
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "precision.json"), {"dtype": dtype, "why": why})
     raw = os.path.join(out_dir, "raw")
     if not os.path.isfile(os.path.join(raw, "test.de")):
         log(f"corpus: {train_pairs} synthetic training pairs, {test_pairs} valid and test pairs")

@@ -129,9 +129,10 @@ def synthetic_data_bin(root: str, train: int = 800, valid: int = 60) -> str:
     return os.path.join(root, "bin")
 
 
-def build_trainer(data_bin: str, argv=(), tpu=None):
+def build_trainer(data_bin: str, argv=(), tpu=None, edit=None):
     """(fairseq Trainer, task) exactly as fairseq-train builds them, train split loaded.
-    ``tpu=False`` undoes fairseq 0.12's rule that --bf16 implies --tpu (a GPU or CPU run)."""
+    ``tpu=False`` undoes fairseq 0.12's rule that --bf16 implies --tpu (a GPU or CPU run);
+    ``edit(args)`` changes the parsed args before anything is built."""
     from fairseq import tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
@@ -139,6 +140,8 @@ def build_trainer(data_bin: str, argv=(), tpu=None):
     args = options.parse_args_and_arch(options.get_training_parser(), [data_bin, *map(str, argv)])
     if tpu is not None:
         args.tpu = tpu
+    if edit is not None:
+        edit(args)
     cfg = convert_namespace_to_omegaconf(args)
     task = tasks.setup_task(cfg.task)
     task.load_dataset("train")

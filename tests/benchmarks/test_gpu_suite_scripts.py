@@ -39,7 +39,9 @@ def test_step_overhead_reports_every_precision_and_variant(tmp_path, restore_td_
 
 
 def test_half_precision_check_passes_in_bf16_on_the_cpu():
-    assert script("gpu_fp16_check").main(["--cpu-smoke", "--updates", "2", "--precision", "bf16"]) == 0
+    # bf16: the plugin's autocast (fp32 weights); bf16-fairseq: fairseq's own path (bf16 weights)
+    assert script("gpu_fp16_check").main(["--cpu-smoke", "--updates", "2", "--precision", "bf16",
+                                          "bf16-fairseq"]) == 0
 
 
 def test_semi_structured_speed_smoke_falls_back_to_dense_and_matches():
