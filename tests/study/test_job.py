@@ -21,16 +21,9 @@ STUDY = os.path.join(REPO, "scripts", "study.py")
 def compose(name, *overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.version import VersionBase
-    job.register_resolvers()
-    # hydra keeps the version base of the last initialize for the whole process; fairseq's own
-    # (legacy) use of hydra.experimental in the same test process must still see none set
-    before = VersionBase.instance().version_base
-    try:
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            return hydra_compose(config_name=name, overrides=list(overrides))
-    finally:
-        VersionBase.instance().version_base = before
+    job.register_resolvers()  # (conftest.py puts hydra's process-wide version base back after each test)
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return hydra_compose(config_name=name, overrides=list(overrides))
 
 
 def options(flags):
