@@ -84,13 +84,3 @@ def autocast(device_type: str, dtype: torch.dtype = torch.bfloat16, enabled: boo
     if on and device_type == "cpu":
         stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
     return stack
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
-
-
-def dtype_name(dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype).replace("torch.", ""))

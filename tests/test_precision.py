@@ -60,7 +60,3 @@ def test_attention_under_cpu_bf16_matches_fp32_closely():
     with precision.autocast("cpu", torch.bfloat16):
         out = torch.nn.functional.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert torch.allclose(out.float(), reference, atol=5e-2)
-
-
-def test_dtype_names_round_trip():
-    assert precision.parse_dtype("bf16") is torch.bfloat16 and precision.dtype_name(torch.float32) == "fp32"

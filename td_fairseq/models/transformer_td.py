@@ -99,8 +99,9 @@ class TransformerTDModel(TransformerModel):
         log-softmax. Beam search calls the encoder and decoder directly: decoders choose their
         own precision (``tools.translate``)."""
         dtype = getattr(self, "autocast_dtype", None)
-        device = self.encoder.embed_tokens.weight.device.type
-        with precision.autocast(device, dtype, enabled=dtype is not None):
+        if dtype is None:  # fp32: nothing added to the training step
+            return super().forward(*args, **kwargs)
+        with precision.autocast(self.encoder.embed_tokens.weight.device.type, dtype):
             return super().forward(*args, **kwargs)
 
     def upgrade_state_dict_named(self, state_dict, name):
