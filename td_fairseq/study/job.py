@@ -152,6 +152,21 @@ def train(cfg, data, save_dir, flags, planned) -> dict:
     return info
 
 
+def reused(cfg, label, seed, flags, data, save_dir):
+    """train()'s answer taken from the budget study (``reuse``, td_fairseq/study/reuse.py), or None."""
+    if not cfg.get("reuse") or cfg.budget or os.path.isfile(os.path.join(save_dir, "train.json")):
+        return None
+    from . import reuse
+    budget_dir = os.path.join(REPO, str(cfg.reuse))  # a relative path is from the repository root
+    try:
+        info = reuse.take(budget_dir, label, seed, flags, data, save_dir, train_flags, valid_curve)
+    except reuse.ReuseError as error:
+        raise JobFailed(f"reuse: {error}") from None
+    if info is not None:
+        write_json(os.path.join(save_dir, "train.json"), info)
+    return info
+
+
 def evaluate(cfg, data, checkpoint, label, name, spec, out_dir, levels=None) -> list:
     """One bleu_vs_sparsity.py call into out_dir/sweeps/NAME; its rows, tagged with NAME."""
     out = os.path.join(out_dir, "sweeps", name)
@@ -204,7 +219,8 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     try:
         flags = train_flags(cfg, seed)  # a missing value (updates: ???) fails here, before any work
         data = prepare_data(cfg, sweep_dir)
-        trained = train(cfg, data, out_dir, flags, None if cfg.budget else cfg.updates)
+        trained = (reused(cfg, label, seed, flags, data, out_dir)
+                   or train(cfg, data, out_dir, flags, None if cfg.budget else cfg.updates))
         checkpoint, rows = os.path.join(out_dir, "checkpoint_last.pt"), []
         for name, spec in (cfg.evaluations or {}).items():
             if spec is not None and (spec.get("models") is None or label in spec.models):
@@ -216,7 +232,8 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         write_json(failed, dict(job, error=first_line(error), log=log))
         raise
     result = dict(job, updates=trained["updates"], train_seconds=trained["seconds"],
-                  curve=valid_curve(_read(trained["log"])), train_command=trained["command"], rows=rows,
+                  curve=[p for p in valid_curve(_read(trained["log"])) if p["updates"] <= trained["updates"]],
+                  train_command=trained["command"], reused=trained.get("reused"), rows=rows,
                   commit=git_commit(), machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))
     write_json(result_path, result)
     print(f"{label} seed {seed}: {trained['updates']} updates, {len(rows)} rows -> {result_path}", flush=True)
