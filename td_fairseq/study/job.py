@@ -182,6 +182,11 @@ def evaluate(cfg, data, checkpoint, label, name, spec, out_dir, levels=None) -> 
     return [dict(row, evaluation=name) for row in load_rows(out)]
 
 
+def finetunes(cfg, label, seed) -> bool:
+    ft = cfg.finetune
+    return bool(ft) and label in ft.models and seed in (ft.get("seeds") or [seed])
+
+
 def finetune(cfg, data, checkpoint, label, seed, out_dir) -> list:
     """Prune by magnitude to each level, fine-tune with the zeros frozen for ``fraction`` of the
     budget, and evaluate at that level (the frozen zeros are exactly what magnitude prunes again)."""
@@ -225,7 +230,7 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         for name, spec in (cfg.evaluations or {}).items():
             if spec is not None and (spec.get("models") is None or label in spec.models):
                 rows += evaluate(cfg, data, checkpoint, label, str(name), spec, out_dir)  # YAML reads 2_4 as 24
-        if cfg.finetune and label in cfg.finetune.models:
+        if finetunes(cfg, label, seed):
             rows += finetune(cfg, data, checkpoint, label, seed, out_dir)
     except Exception as error:
         log = getattr(error, "log", None) or os.path.join(out_dir, "train.log")

@@ -190,3 +190,10 @@ def test_the_budget_study_evaluates_dense_bleu_only():
     cfg = compose("multi30k_budget")
     assert {name: spec.flags for name, spec in cfg.evaluations.items() if spec} == {"weight": "--sparsity 0"}
     assert cfg.finetune is None and cfg.budget.patience == 5
+
+
+def test_the_study_fine_tunes_no_td_seed_1_only():
+    cfg = compose("multi30k", "updates=100")
+    assert [(label, seed) for label in ("no_td", "td") for seed in (1, 2, 3) if job.finetunes(cfg, label, seed)] == [
+        ("no_td", 1)]
+    assert job.finetunes(compose("smoke", "finetune={models:[td],levels:[0.5],fraction:0.5}"), "td", 2)
