@@ -75,6 +75,7 @@ def parse_args(argv):
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint path to write")
     args = p.parse_args(argv)
     with cli.user_errors():
+        options.check_combination(args)
         args.td = options.td_config(args)
         args.baseline = options.baseline_config(args)
         args.train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -101,6 +101,8 @@ def bad_inputs(tmp):
                            "argument --gmp-sparsity: expected a number in [0, 1], got '2'"),
         "unused bad option": (vision_train, ["--smallify-threshold", "0", "--out", os.path.join(tmp, "o", "c.pt")],
                               "argument --smallify-threshold: expected a positive number, got '0'"),
+        "eval mask and eval scale": (vision_train, ["--td-eval-mask", "--td-eval-scale", "--out",
+                                                    os.path.join(tmp, "o", "c.pt")], "give one of them"),
         "unknown method": (vision_train, ["--sparsity-method", "l2", "--out", os.path.join(tmp, "o", "c.pt")],
                            "invalid choice"),
         "unit scope": (accuracy_vs_sparsity, ["--checkpoint", ckpt, "--mode", "unit", "--scope", "global",
