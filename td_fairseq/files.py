@@ -33,11 +33,16 @@ def temp_prefix() -> str:
 
 
 def remove_stale_temps(directory: str) -> None:
-    """Delete ``.tmp-PID-*`` files in ``directory`` whose process no longer exists."""
+    """Delete ``.tmp-PID-*`` files and folders in ``directory`` whose process no longer exists."""
+    import shutil
     for name in os.listdir(directory):
         match = re.match(r"\.tmp-(\d+)-", name)
         path = os.path.join(directory, name)
-        if match and os.path.isfile(path) and not _alive(int(match.group(1))):
+        if not match or _alive(int(match.group(1))):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.isfile(path):
             try:
                 os.unlink(path)
             except OSError:

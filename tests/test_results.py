@@ -16,7 +16,12 @@ def test_out_dir_check_removes_only_dead_writers_temporaries(tmp_path):
     dead = tmp_path / ".tmp-999999999-results.csv"  # no such pid
     live = tmp_path / f"{temp_prefix()}results.json"  # this process: still writing
     other = tmp_path / ".tmp-notes"
+    dead_dir, live_dir = tmp_path / ".tmp-999999999-model", tmp_path / f"{temp_prefix()}model"  # exports are folders
     for path in (dead, live, other):
         path.write_text("partial")
+    for folder in (dead_dir, live_dir):
+        folder.mkdir()
+        (folder / "model.bin").write_text("partial")
     check_out_dir(str(tmp_path))
     assert not dead.exists() and live.exists() and other.exists()
+    assert not dead_dir.exists() and (live_dir / "model.bin").exists()

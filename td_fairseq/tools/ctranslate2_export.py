@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from ..files import UserError, first_line, save_torch, temp_prefix, write_json
+from ..files import UserError, first_line, remove_stale_temps, save_torch, temp_prefix, write_json
 from ..results import command_line, git_commit
 from ..sparsity import parse_kinds, sparsity_report
 from .checkpoint import prunable_weights, servable_state, stock_checkpoint
@@ -106,6 +106,7 @@ def export_ctranslate2(path: str, data_bin: str, out: str, quantization: str = "
     with the sentencepiece model when given and ``export.json`` saying what was done."""
     check_quantization(quantization)
     out = check_new_dir(out)
+    remove_stale_temps(os.path.dirname(out))  # the folder a killed earlier export left
     check_data_bin(data_bin)
     if spm is not None:
         load_spm(spm)

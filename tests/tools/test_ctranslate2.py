@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import subprocess
 
 import pytest
 import sacrebleu
@@ -118,6 +119,10 @@ def test_what_cannot_be_exported_is_one_line_and_leaves_nothing(served_checkpoin
     assert cli.run(compact_script.main, [str(served_checkpoint), "--unit-sparsity", "0.5", "--heads", "--out",
                                          str(heads)]) == 0
     (tmp_path / "taken").mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / f".tmp-{gone.pid}-a").mkdir()  # what an export killed earlier left: removed by the next one
+    (tmp_path / f".tmp-{gone.pid}-a" / "model.bin").write_bytes(b"partial")
     cases = [(vision, tmp_path / "a", [], "is a vision checkpoint"),
              (heads, tmp_path / "b", [], "CTranslate2 holds one head count"),
              (served_checkpoint, tmp_path / "taken", [], "exists: an export never overwrites"),
