@@ -34,9 +34,10 @@ def zeroed_copy(model, masks):
     return stock
 
 
-def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
-    model, criterion, vocab = build(extra=TD_ALL)
-    targeted = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in views_of(model)}
+def check_gradients_where_dropped(model, criterion, vocab, targeted, monkeypatch) -> dict:
+    """With alpha 1 every targeted weight is dropped: its gradient is exactly zero, and every other
+    gradient is that of a stock model whose targeted weights are zero, through fairseq's attention
+    fast path. Returns the training step's log."""
     stock = zeroed_copy(model, targeted).train()
     calls = []
     fast_path = F.multi_head_attention_forward
@@ -46,15 +47,21 @@ def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
     loss, _, log = criterion(model, batch)
     loss.backward()
     assert calls, "fairseq's attention fast path was not exercised"
-    assert log["td_drop"] == pytest.approx(0.5)
     criterion(stock, batch)[0].backward()
     for name, module in views_of(model):
         grad = module._parameters["weight"].grad
         assert (grad[targeted[name]] == 0).all(), name
-        # elsewhere: the gradient of a stock model whose targeted weights are zero
         reference = stock.get_submodule(name).weight.grad
         assert torch.allclose(grad[~targeted[name]], reference[~targeted[name]], atol=1e-6), name
         assert (grad[~targeted[name]] != 0).any(), name
+    return log
+
+
+def test_gradient_is_zero_exactly_on_dropped_entries_in_training(monkeypatch):
+    model, criterion, vocab = build(extra=TD_ALL)
+    targeted = {n: targeted_weight_mask(m._parameters["weight"], 0.5) for n, m in views_of(model)}
+    log = check_gradients_where_dropped(model, criterion, vocab, targeted, monkeypatch)
+    assert log["td_drop"] == pytest.approx(0.5)
 
 
 def test_full_gradients_in_eval_mode():
