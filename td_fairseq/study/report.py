@@ -119,16 +119,47 @@ def verdicts(results, stats, targets):
     lines = [f"Targets (mean BLEU over no_td's mean dense BLEU, {dense:.2f}):", "",
              "| model | pruned | seeds | BLEU | / no_td dense | target | met |", "|---|---|---|---|---|---|---|"]
     for t in targets:
-        names = list(dict.fromkeys(r["name"] for r in results if r["label"] == t["model"])) or [t["model"]]
-        for name in names:
-            s = stats.get(("weight", name, float(t["level"])))
+        models = [t["model"]] if isinstance(t["model"], str) else list(t["model"])
+        evaluations = t.get("evaluations") or ["weight"]
+        names = list(dict.fromkeys(r["name"] for r in results if r["label"] in models)) or models
+        for name, evaluation in ((n, e) for n in names for e in evaluations):
+            shown = name if evaluations == ["weight"] else f"{name} ({evaluation})"
+            s = stats.get((evaluation, name, float(t["level"])))
             if s is None:
-                lines.append(f"| {name} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |")
+                lines.append(f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |")
                 continue
             ratio = s["mean"] / dense
             met = "yes" if ratio >= t["ratio"] else f"no (short by {t['ratio'] - ratio:.3f})"
-            lines.append(f"| {name} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | "
+            lines.append(f"| {shown} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | "
                          f"{t['ratio']} | {met} |")
+    return "\n".join(lines)
+
+
+def versus(rows, stats, spec):
+    """At each level, the best TD row (the highest mean BLEU of a model in ``spec.models``, one-shot,
+    among those with the most seeds) against the reference (``spec.reference``: model, evaluation).
+    Ahead means a margin larger than the two sample standard deviations added."""
+    ref_model, ref_evaluation = spec["reference"]["model"], spec["reference"]["evaluation"]
+    lines = [f"Best TD row against {ref_model} ({ref_evaluation}); ahead = margin above the sum of the two "
+             "seed standard deviations:", "", "| pruned | best TD row | BLEU | reference | margin | spread | ahead |",
+             "|---|---|---|---|---|---|---|"]
+    labels = {r["name"]: r["label"] for r in rows}
+    for level in spec["levels"]:
+        ref = stats.get((ref_evaluation, ref_model, float(level)))
+        found = {(e, n): s for (e, n, lv), s in stats.items() if lv == float(level) and labels.get(n) in spec["models"]
+                 and not e.startswith(("finetune", "valid")) and e not in spec.get("exclude", [])}
+        most = max((s["n"] for s in found.values()), default=0)
+        best = max(((k, s) for k, s in found.items() if s["n"] == most), key=lambda ks: ks[1]["mean"], default=None)
+        if best is None or ref is None:
+            lines.append(f"| {level_name(level)} | {'not measured' if best is None else best[0][1]} | | "
+                         f"{'not measured' if ref is None else cell(ref)} | | | no |")
+            continue
+        (evaluation, name), s = best
+        margin = s["mean"] - ref["mean"]
+        spread = None if s["std"] is None or ref["std"] is None else s["std"] + ref["std"]
+        ahead = "one seed: unknown" if spread is None else ("yes" if margin > spread else "no")
+        lines.append(f"| {level_name(level)} | {name} ({evaluation}) | {cell(s)} | {cell(ref)} | {margin:.2f} | "
+                     f"{'–' if spread is None else f'{spread:.2f}'} | {ahead} |")
     return "\n".join(lines)
 
 
@@ -211,7 +242,9 @@ def write_report(sweep_dir):
         targets = results[0]["config"].get("targets") or []
         sections += ["## BLEU (mean ± sample std over seeds)"] + [
             evaluation_table(rows, stats, e) for e in dict.fromkeys(r["evaluation"] for r in rows)]
-        sections += [verdicts(results, stats, targets), "## The best one-shot row per level\n\n"
+        versus_spec = results[0]["config"].get("versus")
+        sections += [verdicts(results, stats, targets), versus_spec and versus(rows, stats, versus_spec),
+                     "## The best one-shot row per level\n\n"
                      + best_one_shot(rows, stats), "## Validation\n\n" + validation_table(results)]
         plot_curves([r for r in results if r["curve"]], os.path.join(out, "curves.png"))
     text = "\n\n".join(s for s in sections if s) + "\n"

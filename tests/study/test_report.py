@@ -59,6 +59,32 @@ def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
         assert f.read(4) == b"\x89PNG"
 
 
+def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_against_a_reference(tmp_path):
+    targets = [{"model": ["td", "td_rescale"], "evaluations": ["weight", "weight_eval_scale"], "level": 0.0,
+                "ratio": 0.9}]
+    spec = {"reference": {"model": "no_td", "evaluation": "sparsegpt"}, "models": ["td", "td_rescale"],
+            "levels": [0.7, 0.8]}
+    bleu = {1: (20, 16, 14, 19, 18), 2: (22, 18, 12, 21, 20)}  # no_td dense, sgpt 70, sgpt 80, td 70, eval-scaled dense
+    for seed, (dense, sgpt70, sgpt80, td70, scaled) in bleu.items():
+        fake_job(tmp_path, ["model=no_td", f"seed={seed}"], [row("weight", "no_td", 0.0, dense), row(
+            "sparsegpt", "no_td", 0.7, sgpt70, "sparsegpt"), row("sparsegpt", "no_td", 0.8, sgpt80, "sparsegpt")])
+        fake_job(tmp_path, ["model=td", f"seed={seed}"], [
+            row("weight", "td", 0.0, 17), row("weight_eval_scale", "td", 0.0, scaled), row("weight", "td", 0.7, td70),
+            row("weight", "td", 0.8, 19 + seed), row("valid", "td", 0.8, 40)])
+    fake_job(tmp_path, ["model=td_rescale", "seed=1"], [row("weight", "td_rescale", 0.8, 30)])  # one seed only
+    for path in tmp_path.glob("*/result.json"):
+        result = json.loads(path.read_text())
+        result["config"] = {"targets": targets, "versus": spec}
+        path.write_text(json.dumps(result))
+    text = write_report(str(tmp_path))[1]
+    assert "| td (weight) | 0 % | 2 | 17.00 ± 0.00 | 0.810 ± 0.000 | 0.9 | no (short by 0.090) |" in text
+    assert "| td (weight_eval_scale) | 0 % | 2 | 19.00 ± 1.41 | 0.905 ± 0.067 | 0.9 | yes |" in text
+    assert "| td_rescale (weight) | 0 % | 0 | not measured | | 0.9 | no |" in text
+    # 70 %: td 20 ± 1.41 against 17 ± 1.41, margin 3 above 2.83; 80 %: the one-seed 30 is passed over
+    assert "| 70 % | td (weight) | 20.00 ± 1.41 | 17.00 ± 1.41 | 3.00 | 2.83 | yes |" in text
+    assert "| 80 % | td (weight) | 20.50 ± 0.71 | 13.00 ± 1.41 | 7.50 | 2.12 | yes |" in text
+
+
 def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_path):
     (tmp_path / "multirun.yaml").write_text("hydra:\n  sweeper:\n    params:\n      model: no_td,td\n      seed: 1,2\n"
                                             "  overrides:\n    task: [updates=30]\n")
