@@ -51,15 +51,18 @@ def test_a_job_takes_the_budget_runs_epoch_checkpoint_which_is_the_run_it_would_
 def test_other_flags_an_update_that_is_no_epoch_end_and_a_cap_reading_schedule_are_refused(budget, tmp_path):
     data = str(budget / "data")
 
-    def take(*overrides, reuse=budget, label="td"):
-        cfg = compose("smoke", f"model={label}", f"reuse={reuse}", *overrides)
+    def take(updates, optimizer=None, reuse=budget, label="td"):
+        # (the optimizer is set on the composed config: once fairseq has registered its own hydra
+        # groups in this process, `optimizer=...` on the override list names a group)
+        cfg = compose("smoke", f"model={label}", f"reuse={reuse}", f"updates={updates}")
+        if optimizer:
+            cfg.optimizer = optimizer
         return job.reused(cfg, label, 1, job.train_flags(cfg, 1), data, str(tmp_path / "job"))
 
     with pytest.raises(job.JobFailed, match="reuse: .* trained with other flags \\(--lr 1e-3 --lr 3e-3\\)"):
-        take("updates=24", "optimizer=\"--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 "
-             "--lr-scheduler inverse_sqrt --warmup-updates 10\"")
+        take(24, "--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 10")
     with pytest.raises(job.JobFailed, match="no epoch of .* ended at update 30"):
-        take("updates=30")
+        take(30)
     polynomial = "--optimizer adam --lr 3e-3 --lr-scheduler polynomial_decay --total-num-update 36"
     other = tmp_path / "budget"  # the same job, had it trained with a schedule that reads the cap
     name = "budget={max_epoch:3,patience:5},model=td,seed=1"
@@ -70,6 +73,6 @@ def test_other_flags_an_update_that_is_no_epoch_end_and_a_cap_reading_schedule_a
     changed.optimizer = polynomial
     OmegaConf.save(changed, config)
     with pytest.raises(job.JobFailed, match="lr scheduler polynomial_decay reads the update cap"):
-        take("updates=24", f"optimizer='{polynomial}'", reuse=other)
+        take(24, polynomial, reuse=other)
     assert not (tmp_path / "job").exists()
-    assert take("updates=24", label="no_td") is None  # no_td is not in the budget study: it trains
+    assert take(24, label="no_td") is None  # no_td is not in the budget study: it trains
