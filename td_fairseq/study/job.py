@@ -5,7 +5,9 @@ The job prepares the data once per sweep folder (a file lock: several jobs may s
 trains with fairseq's own trainer in a subprocess (which resumes from checkpoint_last.pt by
 itself), runs each evaluation with scripts/bleu_vs_sparsity.py (which adds only missing rows),
 and writes result.json: every row, the validation curve of its log, the commands, the commit
-and the machine. A job whose result.json exists is not run again. A failed job writes
+and the machine. A job whose result.json exists is not run again, unless the config now asks
+for an evaluation it lacks: then only the missing evaluations run (training and the rows already
+made are kept) and result.json is written again. A failed job writes
 failed.json naming its log and raises: the launcher finishes the other jobs, and the multirun
 ends with a non-zero status.
 """
@@ -187,6 +189,15 @@ def finetunes(cfg, label, seed) -> bool:
     return bool(ft) and label in ft.models and seed in (ft.get("seeds") or [seed])
 
 
+def wanted(cfg, label, seed) -> list:
+    """The evaluations this job's result holds: the config's, for this model, and its fine-tunes."""
+    names = [str(name) for name, spec in (cfg.evaluations or {}).items()  # str: YAML reads a key 2_4 as 24
+             if spec is not None and (spec.get("models") is None or label in spec.models)]
+    if finetunes(cfg, label, seed):
+        names += [f"finetune_{round(level * 100)}" for level in cfg.finetune.levels]
+    return names
+
+
 def finetune(cfg, data, checkpoint, label, seed, out_dir) -> list:
     """Prune by magnitude to each level, fine-tune with the zeros frozen for ``fraction`` of the
     budget, and evaluate at that level (the frozen zeros are exactly what magnitude prunes again)."""
@@ -214,9 +225,13 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     from omegaconf import OmegaConf
     result_path, failed = os.path.join(out_dir, "result.json"), os.path.join(out_dir, "failed.json")
     if os.path.isfile(result_path):
-        print(f"{label} seed {seed}: done already ({result_path})", flush=True)
         with open(result_path, encoding="utf-8") as f:
-            return json.load(f)
+            done = json.load(f)
+        missing = [name for name in wanted(cfg, label, seed) if name not in {r["evaluation"] for r in done["rows"]}]
+        if not missing:
+            print(f"{label} seed {seed}: done already ({result_path})", flush=True)
+            return done
+        print(f"{label} seed {seed}: adding {', '.join(missing)} to {result_path}", flush=True)
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(failed):
         os.unlink(failed)
@@ -227,9 +242,10 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         trained = (reused(cfg, label, seed, flags, data, out_dir)
                    or train(cfg, data, out_dir, flags, None if cfg.budget else cfg.updates))
         checkpoint, rows = os.path.join(out_dir, "checkpoint_last.pt"), []
+        names = wanted(cfg, label, seed)
         for name, spec in (cfg.evaluations or {}).items():
-            if spec is not None and (spec.get("models") is None or label in spec.models):
-                rows += evaluate(cfg, data, checkpoint, label, str(name), spec, out_dir)  # YAML reads 2_4 as 24
+            if str(name) in names:
+                rows += evaluate(cfg, data, checkpoint, label, str(name), spec, out_dir)
         if finetunes(cfg, label, seed):
             rows += finetune(cfg, data, checkpoint, label, seed, out_dir)
     except Exception as error:

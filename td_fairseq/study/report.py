@@ -1,6 +1,7 @@
 """The report of a study folder, DIR/report/: results.csv and results.json (every row of every
-job), tables.md (BLEU mean ± sample std over seeds per evaluation, target verdicts, the best
-one-shot row per level, validation losses and the update of the lowest one) and curves.png.
+job), tables.md (BLEU mean ± sample std over seeds per evaluation, the same as retention over
+no_td's mean dense BLEU, target verdicts, the best one-shot row per level, validation losses and
+the update of the lowest one) and curves.png.
 
 Jobs are DIR/*/result.json. A folder with failed.json is a failed job, one with neither is
 unfinished, and a job that DIR/multirun.yaml asked for with no folder is missing: the report
@@ -92,7 +93,8 @@ def aggregate(rows):
     return {key: stat(bleu) for key, bleu in groups.items()}
 
 
-def evaluation_table(rows, stats, evaluation):
+def evaluation_table(rows, stats, evaluation, scale=None):
+    """One evaluation's BLEU per model and level; with ``scale``, divided by it (a retention)."""
     mine = [r for r in rows if r["evaluation"] == evaluation]
     names = list(dict.fromkeys(r["name"] for r in mine))
     levels = sorted({float(r["requested_sparsity"]) for r in mine})
@@ -102,16 +104,31 @@ def evaluation_table(rows, stats, evaluation):
              "|---" * (len(names) + 1) + "|"]
     for level in levels:
         lines.append(f"| {level_name(level, pattern)} | "
-                     + " | ".join(cell(stats.get((evaluation, n, level))) for n in names) + " |")
+                     + " | ".join(cell(stats.get((evaluation, n, level)), *((3, scale) if scale else ())) for n in names) + " |")
     lines.append("| seeds | " + " | ".join(str(max((s["n"] for k, s in stats.items() if k[:2] == (evaluation, n)),
                                                     default=0)) for n in names) + " |")
     return "\n".join(lines)
 
 
-def verdicts(results, stats, targets):
-    """Each target: mean BLEU at the level over no_td's mean dense BLEU (evaluation 'weight')."""
+def dense_reference(stats):
+    """no_td's mean dense BLEU (evaluation 'weight'), what every retention divides by; None if absent."""
     reference = [s for (e, n, level), s in stats.items() if e == "weight" and n == "no_td" and level == 0]
-    dense = reference[0]["mean"] if reference and reference[0]["mean"] > 0 else None
+    return reference[0]["mean"] if reference and reference[0]["mean"] > 0 else None
+
+
+def above(stats, evaluation, name, level, s):
+    """' and above NAME': whether mean BLEU ``s`` beats model NAME's at the level (same evaluation)."""
+    other = stats.get((evaluation, name, level))
+    if other is None:
+        return False, f"{name} not measured"
+    margin = s["mean"] - other["mean"]
+    return margin > 0, f"{'above' if margin > 0 else 'below'} {name} ({cell(other)}) by {abs(margin):.2f}"
+
+
+def verdicts(results, stats, targets):
+    """Each target: mean BLEU at the level over no_td's mean dense BLEU (evaluation 'weight'), and,
+    where it names a model to beat (``above``), that model's mean BLEU at the same level."""
+    dense = dense_reference(stats)
     if not targets:
         return ""
     if dense is None:
@@ -129,9 +146,15 @@ def verdicts(results, stats, targets):
                 lines.append(f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |")
                 continue
             ratio = s["mean"] / dense
-            met = "yes" if ratio >= t["ratio"] else f"no (short by {t['ratio'] - ratio:.3f})"
+            met = ratio >= t["ratio"]
+            notes = [] if met else [f"short by {t['ratio'] - ratio:.3f}"]
+            if t.get("above"):
+                beats, note = above(stats, evaluation, t["above"], float(t["level"]), s)
+                met, notes = met and beats, notes + [note]
+            goal = f"{t['ratio']}" + (f", above {t['above']}" if t.get("above") else "")
+            verdict = ("yes" if met else "no") + (f" ({'; '.join(notes)})" if notes else "")
             lines.append(f"| {shown} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | "
-                         f"{t['ratio']} | {met} |")
+                         f"{goal} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -240,8 +263,13 @@ def write_report(sweep_dir):
                 f"{len(problems)} not" + "".join(f"\n- {job}: {what}" for job, what in problems)]
     if results:
         targets = results[0]["config"].get("targets") or []
-        sections += ["## BLEU (mean ± sample std over seeds)"] + [
-            evaluation_table(rows, stats, e) for e in dict.fromkeys(r["evaluation"] for r in rows)]
+        evaluations = list(dict.fromkeys(r["evaluation"] for r in rows))
+        sections += ["## BLEU (mean ± sample std over seeds)"] + [evaluation_table(rows, stats, e) for e in evaluations]
+        dense = dense_reference(stats)
+        if dense:  # on the test subset only: val's BLEU is not comparable with test's
+            sections += [f"## Retention (mean BLEU over no_td's mean dense BLEU, {dense:.2f})"] + [
+                evaluation_table(rows, stats, e, dense) for e in evaluations
+                if all(r.get("subset", "test") == "test" for r in rows if r["evaluation"] == e)]
         versus_spec = results[0]["config"].get("versus")
         sections += [verdicts(results, stats, targets), versus_spec and versus(rows, stats, versus_spec),
                      "## The best one-shot row per level\n\n"

@@ -197,3 +197,28 @@ def test_the_study_fine_tunes_no_td_seed_1_only():
     assert [(label, seed) for label in ("no_td", "td") for seed in (1, 2, 3) if job.finetunes(cfg, label, seed)] == [
         ("no_td", 1)]
     assert job.finetunes(compose("smoke", "finetune={models:[td],levels:[0.5],fraction:0.5}"), "td", 2)
+
+
+def test_a_finished_job_runs_only_the_evaluations_its_result_lacks(tmp_path, monkeypatch):
+    import json
+    folder, overrides = tmp_path / "model=td,seed=1", ["model=td", "seed=1", "updates=12"]
+    first = job.run(compose("smoke", *overrides), "td", 1, overrides, str(folder), str(tmp_path))
+    commands, run = [], job._run
+    monkeypatch.setattr(job, "_run", lambda command, *args: commands.append(command) or run(command, *args))
+    wider = compose("smoke", *overrides, "+evaluations.more={flags: --sparsity 0.7}")
+    second = job.run(wider, "td", 1, overrides, str(folder), str(tmp_path))
+    assert [os.path.basename(c[1]) for c in commands] == ["bleu_vs_sparsity.py"] * 2  # no training
+    assert second["rows"][:3] == first["rows"] and second["curve"] == first["curve"]
+    assert [(r["evaluation"], r["requested_sparsity"]) for r in second["rows"][3:]] == [("more", 0.7)]
+    assert json.loads((folder / "result.json").read_text())["rows"] == second["rows"]
+    commands.clear()
+    assert job.run(wider, "td", 1, overrides, str(folder), str(tmp_path)) == second and commands == []
+
+
+def test_every_study_job_is_pruned_by_magnitude_and_sparsegpt_unstructured_and_2_4():
+    cfg = compose("multi30k", "updates=100")
+    for label in ("no_td", "td", "ramping_td_90", "gmp", "l0", "unit_td"):
+        names = job.wanted(cfg, label, 2)
+        assert {"weight", "sparsegpt", "pattern_2_4", "pattern_2_4_sparsegpt"} <= set(names), label
+        assert ("unit" in names) == (label in ("no_td", "unit_td")) and not any("finetune" in n for n in names)
+    assert job.wanted(cfg, "no_td", 1)[-2:] == ["finetune_80", "finetune_90"]

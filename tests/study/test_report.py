@@ -14,9 +14,9 @@ from ..conftest import REPO
 TARGETS = [{"model": "td", "level": 0.7, "ratio": 0.97}, {"model": "td", "level": 0.8, "ratio": 0.95}]
 
 
-def row(evaluation, label, level, bleu, pruner="magnitude", pattern="unstructured"):
+def row(evaluation, label, level, bleu, pruner="magnitude", pattern="unstructured", subset="test"):
     return dict(evaluation=evaluation, label=label, mode="weight", score="magnitude", pruner=pruner, pattern=pattern,
-                requested_sparsity=level, measured_sparsity=level, bleu=bleu)
+                requested_sparsity=level, measured_sparsity=level, bleu=bleu, subset=subset)
 
 
 def fake_job(sweep, overrides, rows=None, failed=None, curve=((12, 6.0), (24, 5.5), (36, 5.6))):
@@ -48,6 +48,8 @@ def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
     assert problems == [] and text.startswith(f"# Study {tmp_path.name}: 4 jobs done, 0 not")
     assert "| 0 % | 21.00 ± 1.41 | 19.00 ± 1.41 |" in text and "| 70 % | 11.00 ± 1.41 | 20.50 ± 0.71 |" in text
     assert "| seeds | 2 | 2 |" in text
+    retention = text.split("## Retention (mean BLEU over no_td's mean dense BLEU, 21.00)")[1]
+    assert "| 70 % | 0.524 ± 0.067 | 0.976 ± 0.034 |" in retention.split("### sparsegpt")[0]
     assert "| td | 70 % | 2 | 20.50 ± 0.71 | 0.976 ± 0.034 | 0.97 | yes |" in text
     assert "| td | 80 % | 0 | not measured | | 0.95 | no |" in text
     assert "| 70 % | no_td (sparsegpt) | 21.00 ± 2.83 | td (weight) | 20.50 ± 0.71 | 0.50 |" in text
@@ -70,7 +72,7 @@ def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_agains
             "sparsegpt", "no_td", 0.7, sgpt70, "sparsegpt"), row("sparsegpt", "no_td", 0.8, sgpt80, "sparsegpt")])
         fake_job(tmp_path, ["model=td", f"seed={seed}"], [
             row("weight", "td", 0.0, 17), row("weight_eval_scale", "td", 0.0, scaled), row("weight", "td", 0.7, td70),
-            row("weight", "td", 0.8, 19 + seed), row("valid", "td", 0.8, 40)])
+            row("weight", "td", 0.8, 19 + seed), row("valid", "td", 0.8, 40, subset="valid")])
     fake_job(tmp_path, ["model=td_rescale", "seed=1"], [row("weight", "td_rescale", 0.8, 30)])  # one seed only
     for path in tmp_path.glob("*/result.json"):
         result = json.loads(path.read_text())
@@ -83,6 +85,24 @@ def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_agains
     # 70 %: td 20 ± 1.41 against 17 ± 1.41, margin 3 above 2.83; 80 %: the one-seed 30 is passed over
     assert "| 70 % | td (weight) | 20.00 ± 1.41 | 17.00 ± 1.41 | 3.00 | 2.83 | yes |" in text
     assert "| 80 % | td (weight) | 20.50 ± 0.71 | 13.00 ± 1.41 | 7.50 | 2.12 | yes |" in text
+    assert text.count("### valid ") == 1  # BLEU on val is no retention of no_td's BLEU on test
+
+
+def test_a_target_that_must_also_beat_another_model(tmp_path):
+    targets = [{"model": "td", "level": 0.9, "ratio": 0.5, "above": "gmp"},
+               {"model": "td", "level": 0.8, "ratio": 0.5, "above": "gmp"},
+               {"model": "td", "level": 0.7, "ratio": 0.5, "above": "gmp"}]
+    fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])
+    fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", level, bleu) for level, bleu in
+                                                ((0.7, 15), (0.8, 12), (0.9, 11))])
+    fake_job(tmp_path, ["model=gmp", "seed=1"], [row("weight", "gmp", level, bleu) for level, bleu in
+                                                 ((0.8, 14), (0.9, 9))])
+    for path in tmp_path.glob("*/result.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
+    text = write_report(str(tmp_path))[1]
+    assert "| td | 90 % | 1 | 11.00 | 0.550 | 0.5, above gmp | yes (above gmp (9.00) by 2.00) |" in text
+    assert "| td | 80 % | 1 | 12.00 | 0.600 | 0.5, above gmp | no (below gmp (14.00) by 2.00) |" in text
+    assert "| td | 70 % | 1 | 15.00 | 0.750 | 0.5, above gmp | no (gmp not measured) |" in text
 
 
 def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_path):
