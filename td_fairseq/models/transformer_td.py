@@ -123,20 +123,32 @@ def td_base_architecture(args):
     sparsity_options.fill_defaults(args)
 
 
+def _precision_options(args):
+    """Where ``bf16`` is set: the command line's Namespace, or, for a hydra model section
+    (fairseq-hydra-train calls the arch with ``cfg.model``), the ``common`` section of its config."""
+    if not isinstance(args, DictConfig):
+        return args
+    root = args._get_root()
+    return root.common if root is not args and "common" in root else None
+
+
 def use_autocast_for_bf16(args, log=None):
     """fairseq 0.12 reads ``--bf16`` as a TPU run (``args.tpu = True``: torch_xla, then a crash
     on any other device) and, on a GPU, casts the whole model to bf16, so the targeted set would
     be ranked on bf16 weights. Without torch_xla we undo both and train under bf16 autocast
     instead (``TransformerTDModel.forward``): fp32 master weights that are the model's own, fp32
     loss, and measured faster on a CPU (docs/RESULTS.md). The choice is kept in the model config
-    (``autocast_bf16``), so a resumed run and ``fairseq-validate`` use it too."""
-    if not getattr(args, "bf16", False) or importlib.util.find_spec("torch_xla") is not None:
+    (``autocast_bf16``), so a resumed run and ``fairseq-validate`` use it too. Under
+    fairseq-hydra-train the same is done to ``common.bf16``: the trainer reads it after the
+    model is built."""
+    options = _precision_options(args)
+    if not getattr(options, "bf16", False) or importlib.util.find_spec("torch_xla") is not None:
         return
-    if getattr(args, "memory_efficient_bf16", False):
+    if getattr(options, "memory_efficient_bf16", False):
         raise ValueError("--memory-efficient-bf16 keeps no fp32 weights; td_fairseq trains bf16 as autocast "
                          "over fp32 weights: use --bf16")
-    args.bf16, args.tpu, args.autocast_bf16 = False, False, True
-    device = "cpu" if getattr(args, "cpu", False) or not torch.cuda.is_available() else "cuda"
+    options.bf16, options.tpu, args.autocast_bf16 = False, False, True
+    device = "cpu" if getattr(options, "cpu", False) or not torch.cuda.is_available() else "cuda"
     precision.warn_if_slow(device, log or (lambda line: print(line, file=sys.stderr)))
 
 
