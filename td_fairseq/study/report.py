@@ -228,12 +228,15 @@ def plot_curves(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    colors = {}
+    names = list(dict.fromkeys(r["name"] for r in results))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors  # tab20 pairs near-identical hues
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    labelled = set()
     for r in results:
-        first = r["name"] not in colors
-        color = colors.setdefault(r["name"], plt.get_cmap("tab20").colors[len(colors) % 20])
-        ax.plot([p["updates"] for p in r["curve"]], [p["loss"] for p in r["curve"]], marker=".", color=color,
-                linewidth=1, label=r["name"] if first else None)
+        label = None if r["name"] in labelled else r["name"]  # one legend entry per model, not per seed
+        labelled.add(r["name"])
+        ax.plot([p["updates"] for p in r["curve"]], [p["loss"] for p in r["curve"]], marker=".",
+                color=colors[r["name"]], linewidth=1, label=label)
     ax.set_xlabel("updates")
     ax.set_ylabel("validation loss (label-smoothed, base 2)")
     ax.grid(alpha=0.3)
