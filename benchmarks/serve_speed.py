@@ -257,7 +257,8 @@ def main(argv=None):
     p.add_argument("--spm", help="sentencepiece model to detokenize with")
     p.add_argument("--ref", help="raw reference of the subset")
     p.add_argument("--subset", default="test")
-    p.add_argument("--compact-levels", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    p.add_argument("--compact-levels", type=float, nargs="*", default=[0.25, 0.5, 0.75],
+                   help="FFN fractions to remove (none: the dense and 50 %% pruned models only)")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--max-len-a", type=float, default=1.2)
     p.add_argument("--max-len-b", type=int, default=10)
