@@ -161,7 +161,7 @@ def reused(cfg, label, seed, flags, data, save_dir):
     from . import reuse
     budget_dir = os.path.join(REPO, str(cfg.reuse))  # a relative path is from the repository root
     try:
-        info = reuse.take(budget_dir, label, seed, flags, data, save_dir)
+        info = reuse.take(budget_dir, label, seed, flags, data, save_dir, train_flags, valid_curve)
     except reuse.ReuseError as error:
         raise JobFailed(f"reuse: {error}") from None
     if info is not None:

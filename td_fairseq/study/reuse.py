@@ -73,12 +73,12 @@ def budget_job(budget_dir, label, seed):
     return None
 
 
-def take(budget_dir, label, seed, flags, data, save_dir):
+def take(budget_dir, label, seed, flags, data, save_dir, train_flags, valid_curve):
     """Copy the budget run's checkpoint at this job's --max-update into save_dir/checkpoint_last.pt;
-    returns what train() would (plus ``reused``), or None when the budget study has no such job."""
+    returns what train() would (plus ``reused``), or None when the budget study has no such job.
+    ``train_flags(cfg, seed)`` and ``valid_curve(log)`` come from job.py as arguments: importing
+    job.py here would close an import circle (tests/test_imports.py)."""
     from omegaconf import OmegaConf
-
-    from .job import train_flags, valid_curve  # here: job.py imports this module
     folder = budget_job(budget_dir, label, seed)
     if folder is None:
         return None
