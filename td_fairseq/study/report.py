@@ -102,9 +102,10 @@ def evaluation_table(rows, stats, evaluation, scale=None):
     lines = [f"### {evaluation} ({mine[0]['mode']} pruning, {mine[0].get('pruner', 'magnitude')}, score "
              f"{mine[0].get('score', 'magnitude')})", "", "| pruned | " + " | ".join(names) + " |",
              "|---" * (len(names) + 1) + "|"]
+    digits = (3, scale) if scale else ()
     for level in levels:
         lines.append(f"| {level_name(level, pattern)} | "
-                     + " | ".join(cell(stats.get((evaluation, n, level)), *((3, scale) if scale else ())) for n in names) + " |")
+                     + " | ".join(cell(stats.get((evaluation, n, level)), *digits) for n in names) + " |")
     lines.append("| seeds | " + " | ".join(str(max((s["n"] for k, s in stats.items() if k[:2] == (evaluation, n)),
                                                     default=0)) for n in names) + " |")
     return "\n".join(lines)
@@ -267,7 +268,8 @@ def write_report(sweep_dir):
     if results:
         targets = results[0]["config"].get("targets") or []
         evaluations = list(dict.fromkeys(r["evaluation"] for r in rows))
-        sections += ["## BLEU (mean ± sample std over seeds)"] + [evaluation_table(rows, stats, e) for e in evaluations]
+        sections += ["## BLEU (mean ± sample std over seeds)"]
+        sections += [evaluation_table(rows, stats, e) for e in evaluations]
         dense = dense_reference(stats)
         if dense:  # on the test subset only: val's BLEU is not comparable with test's
             sections += [f"## Retention (mean BLEU over no_td's mean dense BLEU, {dense:.2f})"] + [
