@@ -5,9 +5,10 @@ The job prepares the data once per sweep folder (a file lock: several jobs may s
 trains with fairseq's own trainer in a subprocess (which resumes from checkpoint_last.pt by
 itself), runs each evaluation with scripts/bleu_vs_sparsity.py (which adds only missing rows),
 and writes result.json: every row, the validation curve of its log, the commands, the commit
-and the machine. A job whose result.json exists is not run again, unless the config now asks
-for an evaluation it lacks: then only the missing evaluations run (training and the rows already
-made are kept) and result.json is written again. A failed job writes
+and the machine. A job whose result.json exists (or, with ``finished: DIR``, whose copy
+DIR/JOB.json does) is not run again, unless the config now asks for an evaluation it lacks and its
+checkpoint is there: then only the missing evaluations run (training and the rows already made
+are kept) and result.json is written again. A failed job writes
 failed.json naming its log and raises: the launcher finishes the other jobs, and the multirun
 ends with a non-zero status.
 """
@@ -224,12 +225,19 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     """The whole job; returns what it wrote to out_dir/result.json."""
     from omegaconf import OmegaConf
     result_path, failed = os.path.join(out_dir, "result.json"), os.path.join(out_dir, "failed.json")
+    copy = cfg.get("finished") and os.path.join(REPO, str(cfg.finished), os.path.basename(out_dir) + ".json")
+    if copy and os.path.isfile(copy) and not os.path.isfile(result_path):
+        os.makedirs(out_dir, exist_ok=True)
+        with open(copy, encoding="utf-8") as f:
+            write_json(result_path, json.load(f))
+        print(f"{label} seed {seed}: finished before, taken from {copy}", flush=True)
     if os.path.isfile(result_path):
         with open(result_path, encoding="utf-8") as f:
             done = json.load(f)
         missing = [name for name in wanted(cfg, label, seed) if name not in {r["evaluation"] for r in done["rows"]}]
-        if not missing:
-            print(f"{label} seed {seed}: done already ({result_path})", flush=True)
+        if not missing or not os.path.isfile(os.path.join(out_dir, "checkpoint_last.pt")):
+            print(f"{label} seed {seed}: done already ({result_path})"
+                  + (f"; lacks {', '.join(missing)}, and its checkpoint is not here" if missing else ""), flush=True)
             return done
         print(f"{label} seed {seed}: adding {', '.join(missing)} to {result_path}", flush=True)
     os.makedirs(out_dir, exist_ok=True)
@@ -257,6 +265,9 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
                   train_command=trained["command"], reused=trained.get("reused"), rows=rows,
                   commit=git_commit(), machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))
     write_json(result_path, result)
+    if copy:
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        write_json(copy, result)
     print(f"{label} seed {seed}: {trained['updates']} updates, {len(rows)} rows -> {result_path}", flush=True)
     return result
 

@@ -222,3 +222,24 @@ def test_every_study_job_is_pruned_by_magnitude_and_sparsegpt_unstructured_and_2
         assert {"weight", "sparsegpt", "pattern_2_4", "pattern_2_4_sparsegpt"} <= set(names), label
         assert ("unit" in names) == (label in ("no_td", "unit_td")) and not any("finetune" in n for n in names)
     assert job.wanted(cfg, "no_td", 1)[-2:] == ["finetune_80", "finetune_90"]
+
+
+def test_finished_jobs_are_kept_in_a_folder_and_a_new_machine_takes_them_from_it(tmp_path, monkeypatch):
+    import json
+    overrides = ["model=no_td", "seed=1", "updates=12"]
+    kept = tmp_path / "kept"  # the project's docs/.../jobs, committed
+    cfg = compose("smoke", *overrides, f"finished={kept}")
+    first = job.run(cfg, "no_td", 1, overrides, str(tmp_path / "a" / "model=no_td,seed=1"), str(tmp_path / "a"))
+    assert json.loads((kept / "model=no_td,seed=1.json").read_text()) == first
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a finished job started {args[0]}")
+
+    monkeypatch.setattr(job, "_run", refuse)  # a fresh sweep folder, as on a replaced machine: nothing runs
+    monkeypatch.setattr(job, "prepare_data", refuse)
+    folder = tmp_path / "b" / "model=no_td,seed=1"
+    assert job.run(cfg, "no_td", 1, overrides, str(folder), str(tmp_path / "b")) == first
+    assert json.loads((folder / "result.json").read_text()) == first
+    # an evaluation added since cannot run without the checkpoint: the result is kept as it is
+    wider = compose("smoke", *overrides, f"finished={kept}", "+evaluations.more={flags: --sparsity 0.7}")
+    assert job.run(wider, "no_td", 1, overrides, str(folder), str(tmp_path / "b")) == first
