@@ -190,13 +190,20 @@ def finetunes(cfg, label, seed) -> bool:
     return bool(ft) and label in ft.models and seed in (ft.get("seeds") or [seed])
 
 
+def evaluations(cfg, label) -> list:
+    """[(name, spec)]: the config's evaluations that apply to this model."""
+    return [(str(name), spec) for name, spec in (cfg.evaluations or {}).items()  # str: YAML reads a key 2_4 as 24
+            if spec is not None and (spec.get("models") is None or label in spec.models)]
+
+
+def finetune_name(level) -> str:
+    return f"finetune_{round(level * 100)}"
+
+
 def wanted(cfg, label, seed) -> list:
     """The evaluations this job's result holds: the config's, for this model, and its fine-tunes."""
-    names = [str(name) for name, spec in (cfg.evaluations or {}).items()  # str: YAML reads a key 2_4 as 24
-             if spec is not None and (spec.get("models") is None or label in spec.models)]
-    if finetunes(cfg, label, seed):
-        names += [f"finetune_{round(level * 100)}" for level in cfg.finetune.levels]
-    return names
+    fine_tunes = [finetune_name(level) for level in cfg.finetune.levels] if finetunes(cfg, label, seed) else []
+    return [name for name, _ in evaluations(cfg, label)] + fine_tunes
 
 
 def finetune(cfg, data, checkpoint, label, seed, out_dir) -> list:
@@ -205,7 +212,7 @@ def finetune(cfg, data, checkpoint, label, seed, out_dir) -> list:
     rows, ft = [], cfg.finetune
     updates = max(1, round(ft.fraction * cfg.updates))
     for level in ft.levels:
-        name = f"finetune_{round(level * 100)}"
+        name = finetune_name(level)
         pruned = os.path.join(out_dir, name, "pruned", f"sparsity_{level:.2f}.pt")
         if not os.path.isfile(pruned):
             command = [sys.executable, os.path.join(REPO, "scripts", "prune_checkpoint.py"), checkpoint,
@@ -250,10 +257,8 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         trained = (reused(cfg, label, seed, flags, data, out_dir)
                    or train(cfg, data, out_dir, flags, None if cfg.budget else cfg.updates))
         checkpoint, rows = os.path.join(out_dir, "checkpoint_last.pt"), []
-        names = wanted(cfg, label, seed)
-        for name, spec in (cfg.evaluations or {}).items():
-            if str(name) in names:
-                rows += evaluate(cfg, data, checkpoint, label, str(name), spec, out_dir)
+        for name, spec in evaluations(cfg, label):
+            rows += evaluate(cfg, data, checkpoint, label, name, spec, out_dir)
         if finetunes(cfg, label, seed):
             rows += finetune(cfg, data, checkpoint, label, seed, out_dir)
     except Exception as error:

@@ -60,7 +60,8 @@ def test_other_flags_an_update_that_is_no_epoch_end_and_a_cap_reading_schedule_a
         return job.reused(cfg, label, 1, job.train_flags(cfg, 1), data, str(tmp_path / "job"))
 
     with pytest.raises(job.JobFailed, match="reuse: .* trained with other flags \\(--lr 1e-3 --lr 3e-3\\)"):
-        take(24, "--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 10")
+        take(24, "--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt "
+             "--warmup-updates 10")
     with pytest.raises(job.JobFailed, match="no epoch of .* ended at update 30"):
         take(30)
     polynomial = "--optimizer adam --lr 3e-3 --lr-scheduler polynomial_decay --total-num-update 36"
