@@ -100,9 +100,25 @@ def test_a_target_that_must_also_beat_another_model(tmp_path):
     for path in tmp_path.glob("*/result.json"):
         path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
     text = write_report(str(tmp_path))[1]
-    assert "| td | 90 % | 1 | 11.00 | 0.550 | 0.5, above gmp | yes (above gmp (9.00) by 2.00) |" in text
-    assert "| td | 80 % | 1 | 12.00 | 0.600 | 0.5, above gmp | no (below gmp (14.00) by 2.00) |" in text
+    assert "| td | 90 % | 1 | 11.00 | 0.550 | 0.5, above gmp | yes (above gmp (weight, 9.00) by 2.00) |" in text
+    assert "| td | 80 % | 1 | 12.00 | 0.600 | 0.5, above gmp | no (below gmp (weight, 14.00) by 2.00) |" in text
     assert "| td | 70 % | 1 | 15.00 | 0.750 | 0.5, above gmp | no (gmp not measured) |" in text
+
+
+def test_the_latest_launch_targets_win_over_those_the_first_job_ran_with(tmp_path):
+    fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])  # config: TARGETS
+    fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", 0.8, 12), row("sparsegpt", "td", 0.8, 15)])
+    fake_job(tmp_path, ["model=gmp", "seed=1"], [row("weight", "gmp", 0.8, 14)])
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params: null\n  overrides:\n    task: []\nbest: [weight, sparsegpt]\n"
+        "targets:\n- {model: td, level: 0.8, ratio: 0.5, above: gmp, evaluations: '${best}'}\n")
+    text = write_report(str(tmp_path))[1]
+    assert "| td | 70 % |" not in text  # TARGETS, which the jobs ran with, are not checked
+    # gmp has no SparseGPT row: its best row, by magnitude, is what each of td's rows has to beat
+    assert "| td (weight) | 80 % | 1 | 12.00 | 0.600 | 0.5, above gmp | no (below gmp (weight, 14.00) by 2.00) |" \
+        in text
+    assert "| td (sparsegpt) | 80 % | 1 | 15.00 | 0.750 | 0.5, above gmp | yes (above gmp (weight, 14.00) by 1.00) |" \
+        in text
 
 
 def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_path):
