@@ -1,8 +1,8 @@
 """The report of a study folder made by scripts/study.py.
 
-    study_report.py DIR
+    study_report.py DIR [--out FOLDER]
 
-Writes DIR/report/: results.csv and results.json (every row of every job), tables.md (BLEU mean
+Writes DIR/report/ (or FOLDER): results.csv and results.json (every row of every job), tables.md (BLEU mean
 ± std over seeds, target verdicts, the best one-shot row per level, validation losses and the
 update of the lowest one) and curves.png. Failed, unfinished and missing jobs are named (one
 warning line each) and the rest is reported.
@@ -16,8 +16,9 @@ def main(argv=None):
     from td_fairseq.study.report import write_report
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", help="the study folder (hydra.sweep.dir)")
+    p.add_argument("--out", help="where to write the report (default: DIR/report)")
     args = p.parse_args(argv)
-    out, text, problems = write_report(args.dir)
+    out, text, problems = write_report(args.dir, args.out)
     print(text)
     for job, what in problems:
         print(f"study_report.py: warning: {job}: {what}", file=sys.stderr)

@@ -265,14 +265,14 @@ def plot_curves(results, path):
     atomic_write(path, buffer.getvalue())
 
 
-def write_report(sweep_dir):
-    """Write DIR/report/; returns (its folder, tables.md's text, the problems)."""
+def write_report(sweep_dir, out=None):
+    """Write DIR/report/ (or ``out``); returns (that folder, tables.md's text, the problems)."""
     if not os.path.isdir(sweep_dir):
         raise UserError(f"no study folder {sweep_dir}")
     results, problems = load(sweep_dir)
     if not results and not problems:
         raise UserError(f"{sweep_dir} holds no study job (no */.hydra/overrides.yaml)")
-    out = os.path.join(sweep_dir, "report")
+    out = out or os.path.join(sweep_dir, "report")
     os.makedirs(out, exist_ok=True)
     name_jobs(results)
     rows = [dict(name=r["name"], seed=r["seed"], job=r["job"], updates=r["updates"], **row)

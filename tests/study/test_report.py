@@ -127,15 +127,15 @@ def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_
     fake_job(tmp_path, ["model=no_td", "seed=1", "updates=30"], [row("weight", "no_td", 0.0, 20.0)])
     fake_job(tmp_path, ["model=no_td", "seed=2", "updates=30"], failed="training exited with status 1: see LOG")
     unfinished = fake_job(tmp_path, ["model=td", "seed=1", "updates=30"])
-    result = subprocess.run([sys.executable, f"{REPO}/scripts/study_report.py", str(tmp_path)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([sys.executable, f"{REPO}/scripts/study_report.py", str(tmp_path), "--out",
+                             str(tmp_path / "docs")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
         "study_report.py: warning: model=no_td,seed=2,updates=30: failed: training exited with status 1: see LOG",
         f"study_report.py: warning: model=td,seed=1,updates=30: unfinished: no result.json (running, or stopped: "
         f"see {unfinished})",
         "study_report.py: warning: model=td,seed=2,updates=30: missing: never started"]
-    tables = (tmp_path / "report" / "tables.md").read_text()
+    tables = (tmp_path / "docs" / "tables.md").read_text()
     assert "1 jobs done, 3 not" in tables and "| 0 % | 20.00 |" in tables and "| seeds | 1 |" in tables
 
 
