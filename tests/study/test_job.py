@@ -215,12 +215,16 @@ def test_a_finished_job_runs_only_the_evaluations_its_result_lacks(tmp_path, mon
     assert job.run(wider, "td", 1, overrides, str(folder), str(tmp_path)) == second and commands == []
 
 
-def test_every_study_job_is_pruned_by_magnitude_and_sparsegpt_unstructured_and_2_4():
+def test_every_study_job_is_pruned_by_magnitude_and_sparsegpt_unstructured_and_2_4_td_ones_also_eval_scaled():
     cfg = compose("multi30k", "updates=100")
     for label in ("no_td", "td", "ramping_td_90", "gmp", "l0", "unit_td"):
         names = job.wanted(cfg, label, 2)
         assert {"weight", "sparsegpt", "pattern_2_4", "pattern_2_4_sparsegpt"} <= set(names), label
         assert ("unit" in names) == (label in ("no_td", "unit_td")) and not any("finetune" in n for n in names)
+        scaled = {n for n in names if n.endswith("eval_scale")}  # TD models are also pruned as their eval-scaled net
+        assert scaled == (set() if label in ("no_td", "gmp", "l0") else {
+            "valid_eval_scale", "weight_eval_scale", "sparsegpt_eval_scale", "pattern_2_4_eval_scale",
+            "pattern_2_4_sparsegpt_eval_scale"}), label
     assert job.wanted(cfg, "no_td", 1)[-2:] == ["finetune_80", "finetune_90"]
 
 
