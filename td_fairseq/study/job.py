@@ -58,6 +58,22 @@ def updates_done(log: str) -> int:
     return int(found[-1]) if found else 0
 
 
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|", re.M)
+
+
+def logged_seconds(log: str) -> float:
+    """Training wall-clock over every session of an appended log: from each ``$ command`` line,
+    the first logged time to the last (fairseq's own wall= restarts with each resume)."""
+    import datetime
+    total = 0.0
+    for session in re.split(r"^\$ ", log, flags=re.M):
+        stamps = _STAMP.findall(session)
+        if stamps:
+            first, last = (datetime.datetime.fromisoformat(t) for t in (stamps[0], stamps[-1]))
+            total += (last - first).total_seconds()
+    return total
+
+
 def _read(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -150,7 +166,8 @@ def train(cfg, data, save_dir, flags, planned) -> dict:
         raise JobFailed(f"training exited with status {code} at update {updates}", log)
     if planned is not None and updates < planned:
         raise JobFailed(f"training stopped at update {updates} of {planned}", log)
-    info = dict(command=shlex.join(command), updates=updates, seconds=round(time.time() - start, 1), log=log)
+    seconds = logged_seconds(_read(log)) or time.time() - start
+    info = dict(command=shlex.join(command), updates=updates, seconds=round(seconds, 1), log=log)
     write_json(done, info)
     return info
 

@@ -93,6 +93,14 @@ def test_the_validation_curve_and_the_updates_of_a_log():
     assert job.updates_done(LOG) == 24 and job.updates_done("") == 0
 
 
+def test_training_seconds_add_up_every_session_of_a_resumed_log():
+    log = ("\n$ python -m fairseq_cli.train ...\n2026-12-05 10:00:00 | INFO | start\n"
+           "2026-12-05 10:30:00 | INFO | train_inner | wall=1800\n"  # killed here; resumed two hours later
+           "\n$ python -m fairseq_cli.train ...\n2026-12-05 12:30:00 | INFO | start\n"
+           "2026-12-05 12:45:30 | INFO | done training in 930.0 seconds\n")
+    assert job.logged_seconds(log) == 1800 + 930 and job.logged_seconds("") == 0
+
+
 def test_multi30k_data_links_only_train_val_and_test_2016(tmp_path):
     source = tmp_path / "m30k"
     source.mkdir()
