@@ -17,8 +17,23 @@ from ..files import UserError, atomic_write
 from ..results import write_rows
 
 
-def expected_jobs(sweep_dir) -> list:
-    """The override lists hydra's basic sweeper made from DIR/multirun.yaml, each sorted."""
+def ignored_keys(sweep_dir) -> set:
+    """The overrides that do not name a job (hydra's override_dirname.exclude_keys: threads,
+    reuse, finished, ...), from DIR/multirun.yaml, else from base.yaml."""
+    from omegaconf import OmegaConf
+    path = os.path.join(sweep_dir, "multirun.yaml")
+    if not os.path.isfile(path):
+        path = os.path.join(os.path.dirname(__file__), "conf", "base.yaml")
+    return set(OmegaConf.select(OmegaConf.load(path), "hydra.job.config.override_dirname.exclude_keys") or [])
+
+
+def job_key(overrides, ignored=frozenset()) -> tuple:
+    """A job's identity: its overrides, sorted, less those in ``ignored``."""
+    return tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ignored))
+
+
+def expected_jobs(sweep_dir, ignored=frozenset()) -> list:
+    """The jobs hydra's basic sweeper made from DIR/multirun.yaml, each as its ``job_key``."""
     path = os.path.join(sweep_dir, "multirun.yaml")
     if not os.path.isfile(path):
         return []
@@ -28,7 +43,7 @@ def expected_jobs(sweep_dir) -> list:
     hydra = OmegaConf.load(path).hydra
     params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
     overrides = OverridesParser.create().parse_overrides(params + list(hydra.overrides.task))
-    return [tuple(sorted(job)) for job in BasicSweeper.split_arguments(overrides, None)[0]]
+    return [job_key(job, ignored) for job in BasicSweeper.split_arguments(overrides, None)[0]]
 
 
 def checks(sweep_dir, results) -> dict:
@@ -50,7 +65,7 @@ def _json(path):
         return json.load(f)
 
 
-def load(sweep_dir):
+def load(sweep_dir, ignored=frozenset()):
     """(results, problems): every result.json, and (job, what is wrong) for the others."""
     import yaml
     results, problems, seen = [], [], set()
@@ -60,27 +75,30 @@ def load(sweep_dir):
         if not os.path.isfile(overrides):
             continue  # data/, raw/, report/: not a job
         with open(overrides, encoding="utf-8") as f:
-            seen.add(tuple(sorted(yaml.safe_load(f) or [])))
+            seen.add(job_key(yaml.safe_load(f) or [], ignored))
         if os.path.isfile(os.path.join(folder, "result.json")):
             results.append(_json(os.path.join(folder, "result.json")))
         elif os.path.isfile(os.path.join(folder, "failed.json")):
             problems.append((entry, "failed: " + _json(os.path.join(folder, "failed.json"))["error"]))
         else:
             problems.append((entry, f"unfinished: no result.json (running, or stopped: see {folder})"))
-    problems += [(",".join(job), "missing: never started") for job in expected_jobs(sweep_dir) if job not in seen]
+    problems += [(",".join(job), "missing: never started") for job in expected_jobs(sweep_dir, ignored)
+                 if job not in seen]
     return results, problems
 
 
-def name_jobs(results):
-    """Set each result's display name: label, plus the overrides not shared by every job."""
+def name_jobs(results, ignored=frozenset()):
+    """Set each result's display name: label, plus the overrides not shared by every job (less
+    those in ``ignored``, which do not change a job)."""
     keys = {}
     for r in results:
-        for key, value in (o.split("=", 1) for o in r["overrides"]):
+        for key, value in (o.split("=", 1) for o in job_key(r["overrides"], ignored)):
             keys.setdefault(key, set()).add(value)
     varying = {k for k, values in keys.items() if k not in ("model", "seed") and (
         len(values) > 1 or any(k not in {o.split("=", 1)[0] for o in r["overrides"]} for r in results))}
     for r in results:
-        r["name"] = " ".join([r["label"]] + sorted(o for o in r["overrides"] if o.split("=", 1)[0] in varying))
+        named = [o for o in job_key(r["overrides"], ignored) if o.split("=", 1)[0] in varying]
+        r["name"] = " ".join([r["label"]] + named)
 
 
 def stat(values):
@@ -269,12 +287,13 @@ def write_report(sweep_dir, out=None):
     """Write DIR/report/ (or ``out``); returns (that folder, tables.md's text, the problems)."""
     if not os.path.isdir(sweep_dir):
         raise UserError(f"no study folder {sweep_dir}")
-    results, problems = load(sweep_dir)
+    ignored = ignored_keys(sweep_dir)
+    results, problems = load(sweep_dir, ignored)
     if not results and not problems:
         raise UserError(f"{sweep_dir} holds no study job (no */.hydra/overrides.yaml)")
     out = out or os.path.join(sweep_dir, "report")
     os.makedirs(out, exist_ok=True)
-    name_jobs(results)
+    name_jobs(results, ignored)
     rows = [dict(name=r["name"], seed=r["seed"], job=r["job"], updates=r["updates"], **row)
             for r in results for row in r["rows"]]
     write_rows(out, rows, list(dict.fromkeys(k for row in rows for k in row)))

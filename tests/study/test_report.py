@@ -145,6 +145,21 @@ def test_a_grid_names_each_value_and_leaves_out_what_every_job_shares():
                dict(label="no_td", overrides=["model=no_td", "seed=2", "updates=30"])]
     name_jobs(results)
     assert [r["name"] for r in results] == ["l1 model.coef=1e-6", "l1 model.coef=1e-5", "no_td"]
+    # seeds launched with and without finished= (hydra's exclude_keys: it changes no job) are one model
+    results = [dict(label="td", overrides=["model=td", "seed=1", "updates=30"]),
+               dict(label="td", overrides=["finished=docs/jobs", "model=td", "seed=2", "updates=30"])]
+    name_jobs(results, {"finished"})
+    assert [r["name"] for r in results] == ["td", "td"]
+
+
+def test_jobs_launched_with_keys_that_name_no_job_are_seeds_of_one_model(tmp_path):
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      seed: 1,2\n  overrides:\n    task: [model=td, finished=jobs]\n"
+        "  job:\n    config:\n      override_dirname:\n        exclude_keys: [finished]\n")
+    fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", 0.0, 20)])  # before finished= existed
+    fake_job(tmp_path, ["model=td", "seed=2", "finished=jobs"], [row("weight", "td", 0.0, 22)])
+    out, text, problems = write_report(str(tmp_path))
+    assert problems == [] and "| 0 % | 21.00 ± 1.41 |" in text
 
 
 def test_a_folder_without_jobs_is_one_error(tmp_path):
