@@ -160,9 +160,34 @@ def above(stats, evaluations, name, level, s):
     return margin > 0, f"{'above' if margin > 0 else 'below'} {name} ({evaluation}, {cell(other)}) by {abs(margin):.2f}"
 
 
+def target_row(t, shown, s, dense, stats, evaluations) -> str:
+    """One target's table row for mean BLEU ``s`` (None: not measured)."""
+    if s is None:
+        return f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |"
+    ratio = s["mean"] / dense
+    met = ratio >= t["ratio"]
+    notes = [] if met else [f"short by {t['ratio'] - ratio:.3f}"]
+    if t.get("above"):
+        beats, note = above(stats, evaluations, t["above"], float(t["level"]), s)
+        met, notes = met and beats, notes + [note]
+    goal = f"{t['ratio']}" + (f", above {t['above']}" if t.get("above") else "")
+    verdict = ("yes" if met else "no") + (f" ({'; '.join(notes)})" if notes else "")
+    return f"| {shown} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | {goal} | {verdict} |"
+
+
+def chosen_on_val(t, names, evaluations, stats):
+    """(name, evaluation, val stat) with the highest mean val BLEU, where the target maps each test
+    evaluation to the val one that scores the same variant (``on_val``); None if none is measured."""
+    found = [(n, e, stats[(t["on_val"][e], n, 0.0)]) for n in names for e in evaluations
+             if (t["on_val"].get(e), n, 0.0) in stats]
+    return max(found, key=lambda nes: nes[2]["mean"], default=None)
+
+
 def verdicts(results, stats, targets):
     """Each target: mean BLEU at the level over no_td's mean dense BLEU (evaluation 'weight'), and,
-    where it names a model to beat (``above``), that model's best mean BLEU at the same level."""
+    where it names a model to beat (``above``), that model's best mean BLEU at the same level.
+    A target over several variants with ``on_val`` also gets the row of the variant val chooses:
+    what it is judged by, since the best of the test rows is a choice made on test."""
     dense = dense_reference(stats)
     if not targets:
         return ""
@@ -176,20 +201,13 @@ def verdicts(results, stats, targets):
         names = list(dict.fromkeys(r["name"] for r in results if r["label"] in models)) or models
         for name, evaluation in ((n, e) for n in names for e in evaluations):
             shown = name if evaluations == ["weight"] else f"{name} ({evaluation})"
-            s = stats.get((evaluation, name, float(t["level"])))
-            if s is None:
-                lines.append(f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |")
-                continue
-            ratio = s["mean"] / dense
-            met = ratio >= t["ratio"]
-            notes = [] if met else [f"short by {t['ratio'] - ratio:.3f}"]
-            if t.get("above"):
-                beats, note = above(stats, evaluations, t["above"], float(t["level"]), s)
-                met, notes = met and beats, notes + [note]
-            goal = f"{t['ratio']}" + (f", above {t['above']}" if t.get("above") else "")
-            verdict = ("yes" if met else "no") + (f" ({'; '.join(notes)})" if notes else "")
-            lines.append(f"| {shown} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | "
-                         f"{goal} | {verdict} |")
+            lines.append(target_row(t, shown, stats.get((evaluation, name, float(t["level"]))), dense, stats,
+                                    evaluations))
+        choice = t.get("on_val") and chosen_on_val(t, names, evaluations, stats)
+        if choice:
+            name, evaluation, val = choice
+            lines.append(target_row(t, f"**chosen on val**: {name} ({evaluation}; val {cell(val)})",
+                                    stats.get((evaluation, name, float(t["level"]))), dense, stats, evaluations))
     return "\n".join(lines)
 
 

@@ -88,6 +88,24 @@ def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_agains
     assert text.count("### valid ") == 1  # BLEU on val is no retention of no_td's BLEU on test
 
 
+def test_a_target_over_variants_is_judged_by_the_one_val_chooses_not_the_best_on_test(tmp_path):
+    targets = [{"model": ["td", "td_rescale"], "evaluations": ["weight", "weight_eval_scale"], "level": 0.0,
+                "ratio": 0.95, "on_val": {"weight": "valid", "weight_eval_scale": "valid_eval_scale"}}]
+    fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])
+    for label, (plain, scaled, val_plain, val_scaled) in {"td": (17, 19.5, 18, 17.5),
+                                                          "td_rescale": (18, 18.5, 18.2, 18.1)}.items():
+        fake_job(tmp_path, [f"model={label}", "seed=1"], [
+            row("weight", label, 0.0, plain), row("weight_eval_scale", label, 0.0, scaled),
+            row("valid", label, 0.0, val_plain, subset="valid"),
+            row("valid_eval_scale", label, 0.0, val_scaled, subset="valid")])
+    for path in tmp_path.glob("*/result.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
+    text = write_report(str(tmp_path))[1]
+    assert "| td (weight_eval_scale) | 0 % | 1 | 19.50 | 0.975 | 0.95 | yes |" in text  # best on test: not the verdict
+    assert ("| **chosen on val**: td_rescale (weight; val 18.20) | 0 % | 1 | 18.00 | 0.900 | 0.95 | "
+            "no (short by 0.050) |") in text
+
+
 def test_a_target_that_must_also_beat_another_model(tmp_path):
     targets = [{"model": "td", "level": 0.9, "ratio": 0.5, "above": "gmp"},
                {"model": "td", "level": 0.8, "ratio": 0.5, "above": "gmp"},
