@@ -17,14 +17,19 @@ from ..files import UserError, atomic_write
 from ..results import write_rows
 
 
-def ignored_keys(sweep_dir) -> set:
-    """The overrides that do not name a job (hydra's override_dirname.exclude_keys: threads,
-    reuse, finished, ...), from DIR/multirun.yaml, else from base.yaml."""
+def launch_config(sweep_dir):
+    """DIR/multirun.yaml, the config of the latest launch into DIR (None if there is none)."""
     from omegaconf import OmegaConf
     path = os.path.join(sweep_dir, "multirun.yaml")
-    if not os.path.isfile(path):
-        path = os.path.join(os.path.dirname(__file__), "conf", "base.yaml")
-    return set(OmegaConf.select(OmegaConf.load(path), "hydra.job.config.override_dirname.exclude_keys") or [])
+    return OmegaConf.load(path) if os.path.isfile(path) else None
+
+
+def ignored_keys(launch) -> set:
+    """The overrides that do not name a job (hydra's override_dirname.exclude_keys: threads,
+    reuse, finished, ...), from the launch's config, else from base.yaml."""
+    from omegaconf import OmegaConf
+    cfg = launch if launch is not None else OmegaConf.load(os.path.join(os.path.dirname(__file__), "conf", "base.yaml"))
+    return set(OmegaConf.select(cfg, "hydra.job.config.override_dirname.exclude_keys") or [])
 
 
 def job_key(overrides, ignored=frozenset()) -> tuple:
@@ -32,32 +37,26 @@ def job_key(overrides, ignored=frozenset()) -> tuple:
     return tuple(sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ignored))
 
 
-def expected_jobs(sweep_dir, ignored=frozenset()) -> list:
-    """The jobs hydra's basic sweeper made from DIR/multirun.yaml, each as its ``job_key``."""
-    path = os.path.join(sweep_dir, "multirun.yaml")
-    if not os.path.isfile(path):
+def expected_jobs(launch, ignored=frozenset()) -> list:
+    """The jobs hydra's basic sweeper made from the launch's config, each as its ``job_key``."""
+    if launch is None:
         return []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-    hydra = OmegaConf.load(path).hydra
-    params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create().parse_overrides(params + list(hydra.overrides.task))
+    params = [f"{k}={v}" for k, v in (launch.hydra.sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides(params + list(launch.hydra.overrides.task))
     return [job_key(job, ignored) for job in BasicSweeper.split_arguments(overrides, None)[0]]
 
 
-def checks(sweep_dir, results) -> dict:
-    """The targets and the versus spec to report against: the latest launch's (DIR/multirun.yaml),
-    so that a target added after the first jobs finished is checked; else the first result's."""
-    path = os.path.join(sweep_dir, "multirun.yaml")
-    if os.path.isfile(path):
+def checks(launch, results) -> dict:
+    """The targets and the versus spec to report against: the latest launch's, so that a target
+    added after the first jobs finished is checked; else the first result's."""
+    keys = ("targets", "versus")
+    if launch is not None and any(k in launch for k in keys):
         from omegaconf import OmegaConf
-        cfg = OmegaConf.load(path)
-        if "targets" in cfg or "versus" in cfg:
-            values = {k: cfg.get(k) for k in ("targets", "versus")}
-            return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                    for k, v in values.items()}
-    return {k: results[0]["config"].get(k) for k in ("targets", "versus")}
+        return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                for k, v in ((k, launch.get(k)) for k in keys)}
+    return {k: results[0]["config"].get(k) for k in keys}
 
 
 def _json(path):
@@ -65,7 +64,7 @@ def _json(path):
         return json.load(f)
 
 
-def load(sweep_dir, ignored=frozenset()):
+def load(sweep_dir, launch=None, ignored=frozenset()):
     """(results, problems): every result.json, and (job, what is wrong) for the others."""
     import yaml
     results, problems, seen = [], [], set()
@@ -82,7 +81,7 @@ def load(sweep_dir, ignored=frozenset()):
             problems.append((entry, "failed: " + _json(os.path.join(folder, "failed.json"))["error"]))
         else:
             problems.append((entry, f"unfinished: no result.json (running, or stopped: see {folder})"))
-    problems += [(",".join(job), "missing: never started") for job in expected_jobs(sweep_dir, ignored)
+    problems += [(",".join(job), "missing: never started") for job in expected_jobs(launch, ignored)
                  if job not in seen]
     return results, problems
 
@@ -90,15 +89,11 @@ def load(sweep_dir, ignored=frozenset()):
 def name_jobs(results, ignored=frozenset()):
     """Set each result's display name: label, plus the overrides not shared by every job (less
     those in ``ignored``, which do not change a job)."""
-    keys = {}
-    for r in results:
-        for key, value in (o.split("=", 1) for o in job_key(r["overrides"], ignored)):
-            keys.setdefault(key, set()).add(value)
-    varying = {k for k, values in keys.items() if k not in ("model", "seed") and (
-        len(values) > 1 or any(k not in {o.split("=", 1)[0] for o in r["overrides"]} for r in results))}
-    for r in results:
-        named = [o for o in job_key(r["overrides"], ignored) if o.split("=", 1)[0] in varying]
-        r["name"] = " ".join([r["label"]] + named)
+    settings = [dict(o.split("=", 1) for o in job_key(r["overrides"], ignored)) for r in results]
+    varying = {k for one in settings for k in one
+               if k not in ("model", "seed") and len({other.get(k) for other in settings}) > 1}
+    for r, one in zip(results, settings):
+        r["name"] = " ".join([r["label"]] + [f"{k}={v}" for k, v in one.items() if k in varying])
 
 
 def stat(values):
@@ -306,8 +301,9 @@ def write_report(sweep_dir, out=None):
     """Write DIR/report/ (or ``out``); returns (that folder, tables.md's text, the problems)."""
     if not os.path.isdir(sweep_dir):
         raise UserError(f"no study folder {sweep_dir}")
-    ignored = ignored_keys(sweep_dir)
-    results, problems = load(sweep_dir, ignored)
+    launch = launch_config(sweep_dir)
+    ignored = ignored_keys(launch)
+    results, problems = load(sweep_dir, launch, ignored)
     if not results and not problems:
         raise UserError(f"{sweep_dir} holds no study job (no */.hydra/overrides.yaml)")
     out = out or os.path.join(sweep_dir, "report")
@@ -320,7 +316,7 @@ def write_report(sweep_dir, out=None):
     sections = [f"# Study {os.path.basename(os.path.abspath(sweep_dir))}: {len(results)} jobs done, "
                 f"{len(problems)} not" + "".join(f"\n- {job}: {what}" for job, what in problems)]
     if results:
-        spec = checks(sweep_dir, results)
+        spec = checks(launch, results)
         evaluations = list(dict.fromkeys(r["evaluation"] for r in rows))
         sections += ["## BLEU (mean ± sample std over seeds)"]
         sections += [evaluation_table(rows, stats, e) for e in evaluations]
