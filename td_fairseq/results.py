@@ -17,14 +17,17 @@ SWEEP_COLUMNS = ["label", "checkpoint", "mode", "scope", "requested_sparsity", "
 RUN_COLUMNS = ["command", "commit", "machine"]
 
 
-def git_commit() -> str:
-    """Commit of the td_fairseq checkout, with '+dirty' when it has local changes."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def git_commit(where=None) -> str:
+    """Commit of the td_fairseq checkout (or of the one holding ``where``), with '+dirty' when
+    its code has local changes. docs/ and README.md do not count: a study writes its finished
+    jobs' results into docs/ while other jobs still run, and they change no result."""
+    here = where or os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(top,exclude)docs", ":(top,exclude)README.md"],
+                               cwd=here, capture_output=True, text=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -255,6 +255,7 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         with open(copy, encoding="utf-8") as f:
             write_json(result_path, json.load(f))
         print(f"{label} seed {seed}: finished before, taken from {copy}", flush=True)
+    done = None
     if os.path.isfile(result_path):
         with open(result_path, encoding="utf-8") as f:
             done = json.load(f)
@@ -285,7 +286,8 @@ def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     result = dict(job, updates=trained["updates"], train_seconds=trained["seconds"],
                   curve=[p for p in valid_curve(_read(trained["log"])) if p["updates"] <= trained["updates"]],
                   train_command=trained["command"], reused=trained.get("reused"), rows=rows,
-                  commit=git_commit(), machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))
+                  commit=done["commit"] if done else git_commit(),  # training's; each row names its own
+                  machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))
     write_json(result_path, result)
     if copy:
         os.makedirs(os.path.dirname(copy), exist_ok=True)

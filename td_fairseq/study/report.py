@@ -161,7 +161,8 @@ def target_row(t, shown, s, dense, stats, evaluations) -> str:
         return f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |"
     ratio = s["mean"] / dense
     met = ratio >= t["ratio"]
-    notes = [] if met else [f"short by {t['ratio'] - ratio:.3f}"]
+    short = t["ratio"] - ratio
+    notes = [] if met else [f"short by {short:.3f}" if short >= 0.0005 else f"short by {short:.1e}"]
     if t.get("above"):
         beats, note = above(stats, evaluations, t["above"], float(t["level"]), s)
         met, notes = met and beats, notes + [note]
@@ -313,7 +314,7 @@ def write_report(sweep_dir, out=None):
             for r in results for row in r["rows"]]
     write_rows(out, rows, list(dict.fromkeys(k for row in rows for k in row)))
     stats = aggregate(rows)
-    sections = [f"# Study {os.path.basename(os.path.abspath(sweep_dir))}: {len(results)} jobs done, "
+    sections = [f"# Study {sweep_dir.rstrip(os.sep)}: {len(results)} jobs done, "
                 f"{len(problems)} not" + "".join(f"\n- {job}: {what}" for job, what in problems)]
     if results:
         spec = checks(launch, results)

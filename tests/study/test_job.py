@@ -213,10 +213,12 @@ def test_a_finished_job_runs_only_the_evaluations_its_result_lacks(tmp_path, mon
     first = job.run(compose("smoke", *overrides), "td", 1, overrides, str(folder), str(tmp_path))
     commands, run = [], job._run
     monkeypatch.setattr(job, "_run", lambda command, *args: commands.append(command) or run(command, *args))
+    monkeypatch.setattr(job, "git_commit", lambda: "later")  # the job keeps the commit that trained it
     wider = compose("smoke", *overrides, "+evaluations.more={flags: --sparsity 0.7}")
     second = job.run(wider, "td", 1, overrides, str(folder), str(tmp_path))
     assert [os.path.basename(c[1]) for c in commands] == ["bleu_vs_sparsity.py"] * 2  # no training
     assert second["rows"][:3] == first["rows"] and second["curve"] == first["curve"]
+    assert second["commit"] == first["commit"] != "later"
     assert [(r["evaluation"], r["requested_sparsity"]) for r in second["rows"][3:]] == [("more", 0.7)]
     assert json.loads((folder / "result.json").read_text())["rows"] == second["rows"]
     commands.clear()

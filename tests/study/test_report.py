@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from td_fairseq.files import UserError
-from td_fairseq.study.report import name_jobs, write_report
+from td_fairseq.study.report import name_jobs, target_row, write_report
 
 from ..conftest import REPO
 
@@ -45,7 +45,7 @@ def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
             row("pattern_2_4", "td", 0.5, 15, pattern="2:4")],
             curve=((12, 6.0), (24, 5.5 if seed == 1 else 7.0), (36, 5.9)))
     out, text, problems = write_report(str(tmp_path))
-    assert problems == [] and text.startswith(f"# Study {tmp_path.name}: 4 jobs done, 0 not")
+    assert problems == [] and text.startswith(f"# Study {tmp_path}: 4 jobs done, 0 not")
     assert "| 0 % | 21.00 ± 1.41 | 19.00 ± 1.41 |" in text and "| 70 % | 11.00 ± 1.41 | 20.50 ± 0.71 |" in text
     assert "| seeds | 2 | 2 |" in text
     retention = text.split("## Retention (mean BLEU over no_td's mean dense BLEU, 21.00)")[1]
@@ -104,6 +104,12 @@ def test_a_target_over_variants_is_judged_by_the_one_val_chooses_not_the_best_on
     assert "| td (weight_eval_scale) | 0 % | 1 | 19.50 | 0.975 | 0.95 | yes |" in text  # best on test: not the verdict
     assert ("| **chosen on val**: td_rescale (weight; val 18.20) | 0 % | 1 | 18.00 | 0.900 | 0.95 | "
             "no (short by 0.050) |") in text
+
+
+def test_a_miss_that_rounds_to_zero_still_says_by_how_much():
+    # td + SparseGPT on the eval-scaled model at 70 %, seed 1: 37.64 / 38.81 = 0.96985
+    row_text = target_row({"level": 0.7, "ratio": 0.97}, "td", {"mean": 37.64, "std": None, "n": 1}, 38.81, {}, [])
+    assert row_text == "| td | 70 % | 1 | 37.64 | 0.970 | 0.97 | no (short by 1.5e-04) |"
 
 
 def test_a_target_that_must_also_beat_another_model(tmp_path):
