@@ -54,8 +54,8 @@ def checks(launch, results) -> dict:
     keys = ("targets", "versus")
     if launch is not None and any(k in launch for k in keys):
         from omegaconf import OmegaConf
-        return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                for k, v in ((k, launch.get(k)) for k in keys)}
+        values = {k: launch.get(k) for k in keys}
+        return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in values.items()}
     return {k: results[0]["config"].get(k) for k in keys}
 
 
