@@ -212,7 +212,8 @@ def versus(rows, stats, spec):
     among those with the most seeds) against the reference (``spec.reference``: model, evaluation).
     Ahead means a margin larger than the two sample standard deviations added."""
     ref_model, ref_evaluation = spec["reference"]["model"], spec["reference"]["evaluation"]
-    lines = [f"Best TD row (picked on test: a bound, not a choice) against {ref_model} ({ref_evaluation}); "
+    lines = [f"Best TD row among those with the most seeds (picked on test: a bound, not a choice) against "
+             f"{ref_model} ({ref_evaluation}); "
              "ahead = margin above the sum of the two seed standard deviations:", "",
              "| pruned | best TD row | BLEU | reference | margin | spread | ahead |",
              "|---|---|---|---|---|---|---|"]

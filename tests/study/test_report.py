@@ -85,6 +85,7 @@ def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_agains
     # 70 %: td 20 ± 1.41 against 17 ± 1.41, margin 3 above 2.83; 80 %: the one-seed 30 is passed over
     assert "| 70 % | td (weight) | 20.00 ± 1.41 | 17.00 ± 1.41 | 3.00 | 2.83 | yes |" in text
     assert "| 80 % | td (weight) | 20.50 ± 0.71 | 13.00 ± 1.41 | 7.50 | 2.12 | yes |" in text
+    assert "Best TD row among those with the most seeds" in text  # the header says why 30 lost
     assert text.count("### valid ") == 1  # BLEU on val is no retention of no_td's BLEU on test
 
 
