@@ -4,10 +4,19 @@ trained to --stop, stopped and resumed from checkpoint_last.pt; final weights co
 The two uninterrupted runs are the control (0 means training repeats exactly here); the resumed
 run's difference from them is what a killed and continued study job carries.
 
+The cause, when it is not 0: fairseq 0.12 builds an epoch's batches with the sentence order seeded
+by seed + the epoch the batch iterator was created in, and reuses that iterator for every later
+epoch. A run resumed at epoch e creates it at e, so sentences of equal length are tied in another
+order, land elsewhere in their batches and meet other dropout draws. Stopped mid-epoch, the run
+resumes in the iterator's own epoch and repeats exactly. `--train-flags "--update-epoch-batch-itr True"`
+builds every epoch's batches from seed + epoch, resumed or not.
+
     python benchmarks/resume_drift.py [--model no_td] [--stop 12] [--updates 24] [--dropout 0.1]
+                                      [--train-flags "..."]
 """
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 
@@ -26,6 +35,7 @@ def main(argv=None):
     p.add_argument("--stop", type=int, default=12, help="the update the interrupted run stops at")
     p.add_argument("--updates", type=int, default=24)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--train-flags", default="", help="more fairseq-train flags for all three runs")
     args = p.parse_args(argv)
     sys.path.insert(0, REPO)
     from hydra import compose, initialize_config_dir
@@ -40,7 +50,7 @@ def main(argv=None):
 
         def train(name, updates):
             save_dir = os.path.join(tmp, name)
-            flags = job.train_flags(cfg, 1, updates) + ["--dropout", str(args.dropout)]
+            flags = job.train_flags(cfg, 1, updates) + ["--dropout", str(args.dropout), *shlex.split(args.train_flags)]
             job.train(cfg, data, save_dir, flags, updates)
             os.remove(os.path.join(save_dir, "train.json"))  # else job.train takes the run as done
             return save_dir
@@ -50,8 +60,8 @@ def main(argv=None):
         resumed = train("resumed", args.updates)
         control, drift = largest_difference(straight, again), largest_difference(straight, resumed)
     print(f"commit {git_commit()} | {machine()}")
-    print("command: python benchmarks/resume_drift.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"smoke recipe, {args.model}, dropout {args.dropout}, {args.updates} updates: largest weight difference "
+    print("command: python benchmarks/resume_drift.py " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    print(f"smoke recipe{' ' + args.train_flags if args.train_flags else ''}, {args.model}, dropout {args.dropout}, {args.updates} updates: largest weight difference "
           f"between two uninterrupted runs {control:.3g}; uninterrupted against stopped at {args.stop} and "
           f"resumed {drift:.3g}")
 
