@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
 from ..conftest import BIN, REPO, TRAIN_ARGS, cli_env, run_cli
@@ -70,3 +71,22 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_run(data_bin, tmp_path):
     assert b["optimizer_history"][-1]["num_updates"] == LAST
     assert sorted(a["model"]) == sorted(b["model"])
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "resumed weights differ"
+
+
+@pytest.mark.parametrize("rebuild", [False, True], ids=["cached_batches", "update_epoch_batch_itr"])
+def test_resume_at_a_later_epoch_is_exact_only_with_batches_rebuilt(data_bin, tmp_path, rebuild):
+    """fairseq 0.12 orders sentences of equal length by seed + the epoch its batch iterator was
+    made in, and reuses that iterator for every later epoch. A run resumed at epoch 2 makes it
+    at 2: the same sentences sit elsewhere in their batches and meet other dropout draws
+    (benchmarks/resume_drift.py). ``--update-epoch-batch-itr True`` makes every epoch's batches
+    from that epoch, so a resume at an epoch end repeats the run exactly."""
+    flags = [*TRAIN_ARGS, *(["--update-epoch-batch-itr", "True"] if rebuild else [])]
+    run_cli("fairseq-train", data_bin, *flags, "--max-update", LAST, "--save-dir", tmp_path / "straight")
+    first = run_cli("fairseq-train", data_bin, *flags, "--max-epoch", 1, "--save-dir", tmp_path / "resumed")
+    epoch_end = max(train_log_values(first.stdout + first.stderr))
+    assert 1 < epoch_end < LAST - 1, "the resume must land at an epoch end before the last updates"
+    run_cli("fairseq-train", data_bin, *flags, "--max-update", LAST, "--save-dir", tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / name / "checkpoint_last.pt", weights_only=False) for name in ("straight", "resumed"))
+    assert b["optimizer_history"][-1]["num_updates"] == LAST
+    same = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert same == rebuild
