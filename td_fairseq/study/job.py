@@ -10,7 +10,8 @@ DIR/JOB.json does) is not run again, unless the config now asks for an evaluatio
 checkpoint is there: then only the missing evaluations run (training and the rows already made
 are kept) and result.json is written again. A failed job writes
 failed.json naming its log and raises: the launcher finishes the other jobs, and the multirun
-ends with a non-zero status.
+ends with a non-zero status. A job another process is running (it holds the job folder's lock)
+is skipped, so two launches into one folder never train the same checkpoint at once.
 """
 import fcntl
 import json
@@ -246,7 +247,21 @@ def finetune(cfg, data, checkpoint, label, seed, out_dir) -> list:
 
 
 def run(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
-    """The whole job; returns what it wrote to out_dir/result.json."""
+    """The whole job; returns what it wrote to out_dir/result.json, or None when another process
+    holds the job's lock (two launches into one folder, or one restarted while the old one still
+    runs): one fairseq-train per checkpoint folder. The lock goes with the process that holds it,
+    killed or not."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, ".job.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{label} seed {seed}: skipped, another process is running it ({lock.name})", flush=True)
+            return None
+        return _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir)
+
+
+def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     from omegaconf import OmegaConf
     result_path, failed = os.path.join(out_dir, "result.json"), os.path.join(out_dir, "failed.json")
     copy = cfg.get("finished") and os.path.join(REPO, str(cfg.finished), os.path.basename(out_dir) + ".json")

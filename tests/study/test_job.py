@@ -257,3 +257,24 @@ def test_finished_jobs_are_kept_in_a_folder_and_a_new_machine_takes_them_from_it
     # an evaluation added since cannot run without the checkpoint: the result is kept as it is
     wider = compose("smoke", *overrides, f"finished={kept}", "+evaluations.more={flags: --sparsity 0.7}")
     assert job.run(wider, "no_td", 1, overrides, str(folder), str(tmp_path / "b")) == first
+
+
+def test_a_job_another_process_is_running_is_skipped_and_its_folder_left_alone(tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a job held by another process did work")
+
+    monkeypatch.setattr(job, "_run", refuse)
+    monkeypatch.setattr(job, "prepare_data", refuse)
+    overrides = ["model=no_td", "seed=1", "updates=12"]
+    folder = tmp_path / "model=no_td,seed=1"
+    folder.mkdir()
+    with open(folder / ".job.lock", "w") as held:  # as the launch that runs it holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert job.run(compose("smoke", *overrides), "no_td", 1, overrides, str(folder), str(tmp_path)) is None
+    assert "skipped, another process is running it" in capsys.readouterr().out
+    assert sorted(os.listdir(folder)) == [".job.lock"]
+    with pytest.raises(AssertionError, match="did work"):  # released: the job runs
+        job.run(compose("smoke", *overrides), "no_td", 1, overrides, str(folder), str(tmp_path))
+
