@@ -284,6 +284,7 @@ def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     if os.path.exists(failed):
         os.unlink(failed)
     job = dict(label=label, seed=seed, overrides=overrides, job=os.path.basename(out_dir))
+    commit = done["commit"] if done else git_commit()  # now: code committed while the job runs did not train it
     try:
         flags = train_flags(cfg, seed)  # a missing value (updates: ???) fails here, before any work
         data = prepare_data(cfg, sweep_dir)
@@ -301,7 +302,7 @@ def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     result = dict(job, updates=trained["updates"], train_seconds=trained["seconds"],
                   curve=[p for p in valid_curve(_read(trained["log"])) if p["updates"] <= trained["updates"]],
                   train_command=trained["command"], reused=trained.get("reused"), rows=rows,
-                  commit=done["commit"] if done else git_commit(),  # training's; each row names its own
+                  commit=commit,  # training's (this session's part of it); each row names its own
                   machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))
     write_json(result_path, result)
     if copy:

@@ -278,3 +278,17 @@ def test_a_job_another_process_is_running_is_skipped_and_its_folder_left_alone(t
     with pytest.raises(AssertionError, match="did work"):  # released: the job runs
         job.run(compose("smoke", *overrides), "no_td", 1, overrides, str(folder), str(tmp_path))
 
+
+def test_a_job_names_the_commit_it_started_on_not_one_made_while_it_ran(tmp_path, monkeypatch):
+    head, real_train = {"commit": "at start"}, job.train
+
+    def train(*args):
+        head["commit"] = "made while it trained"
+        return real_train(*args)
+
+    monkeypatch.setattr(job, "git_commit", lambda: head["commit"])
+    monkeypatch.setattr(job, "train", train)
+    overrides = ["model=no_td", "seed=1", "updates=12"]
+    result = job.run(compose("smoke", *overrides), "no_td", 1, overrides, str(tmp_path / "j"), str(tmp_path))
+    assert result["commit"] == "at start"
+
