@@ -61,7 +61,8 @@ def main(argv=None):
         control, drift = largest_difference(straight, again), largest_difference(straight, resumed)
     print(f"commit {git_commit()} | {machine()}")
     print("command: python benchmarks/resume_drift.py " + shlex.join(argv if argv is not None else sys.argv[1:]))
-    print(f"smoke recipe{' ' + args.train_flags if args.train_flags else ''}, {args.model}, dropout {args.dropout}, {args.updates} updates: largest weight difference "
+    recipe = "smoke recipe" + (f" {args.train_flags}" if args.train_flags else "")
+    print(f"{recipe}, {args.model}, dropout {args.dropout}, {args.updates} updates: largest weight difference "
           f"between two uninterrupted runs {control:.3g}; uninterrupted against stopped at {args.stop} and "
           f"resumed {drift:.3g}")
 

@@ -266,7 +266,6 @@ def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
     result_path, failed = os.path.join(out_dir, "result.json"), os.path.join(out_dir, "failed.json")
     copy = cfg.get("finished") and os.path.join(REPO, str(cfg.finished), os.path.basename(out_dir) + ".json")
     if copy and os.path.isfile(copy) and not os.path.isfile(result_path):
-        os.makedirs(out_dir, exist_ok=True)
         with open(copy, encoding="utf-8") as f:
             write_json(result_path, json.load(f))
         print(f"{label} seed {seed}: finished before, taken from {copy}", flush=True)
@@ -280,7 +279,6 @@ def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
                   + (f"; lacks {', '.join(missing)}, and its checkpoint is not here" if missing else ""), flush=True)
             return done
         print(f"{label} seed {seed}: adding {', '.join(missing)} to {result_path}", flush=True)
-    os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(failed):
         os.unlink(failed)
     job = dict(label=label, seed=seed, overrides=overrides, job=os.path.basename(out_dir))
