@@ -291,4 +291,3 @@ def test_a_job_names_the_commit_it_started_on_not_one_made_while_it_ran(tmp_path
     overrides = ["model=no_td", "seed=1", "updates=12"]
     result = job.run(compose("smoke", *overrides), "no_td", 1, overrides, str(tmp_path / "j"), str(tmp_path))
     assert result["commit"] == "at start"
-
