@@ -237,22 +237,46 @@ def versus(rows, stats, spec):
     return "\n".join(lines)
 
 
+def lead(s, other):
+    """Whether mean BLEU ``s`` is clearly ahead of ``other``: by more than their seed standard deviations
+    added. A one-seed row has no standard deviation, so a margin the other's spread alone covers is no
+    lead, and one above it is left open."""
+    margin = s["mean"] - other["mean"]
+    known = [x["std"] for x in (s, other) if x["std"] is not None]
+    if len(known) == 2:
+        return "yes" if margin > sum(known) else "no"
+    if margin <= sum(known):
+        return "no (one seed)"
+    return "unknown: one seed, margin above the other's spread" if known else "unknown: one seed each"
+
+
 def best_one_shot(rows, stats, low=0.5):
-    """Per level from ``low`` up (and per N:M pattern): the model and evaluation with the highest
-    mean BLEU without fine-tuning, the runner-up, and the margin between them."""
+    """Per level from ``low`` up (and per N:M pattern), among the test rows without fine-tuning: the
+    model and evaluation with the highest mean BLEU, the best row of any other model, their seeds,
+    and whether the lead is larger than the seeds' spread (``lead``)."""
     options = {}
     for r in rows:
         level = float(r["requested_sparsity"])
-        if r["mode"] == "weight" and not r["evaluation"].startswith("finetune") and level >= low:
+        if (r["mode"] == "weight" and not r["evaluation"].startswith("finetune") and level >= low
+                and r.get("subset", "test") == "test"):
             key = (r.get("pattern") or "unstructured", level)
             options.setdefault(key, {})[(r["name"], r["evaluation"])] = stats[(r["evaluation"], r["name"], level)]
-    lines = ["| pruned | best | BLEU | runner-up | BLEU | margin |", "|---|---|---|---|---|---|"]
+    lines = ["Picked on test (a bound, not a choice); the runner-up is another model's best row; "
+             "spread = the two seed standard deviations added (? for one seed):", "",
+             "| pruned | best | seeds | BLEU | runner-up | seeds | BLEU | margin | spread | clear |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (pattern, level), found in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
         ranked = sorted(found.items(), key=lambda kv: -kv[1]["mean"])
-        (best, s), second = ranked[0], ranked[1] if len(ranked) > 1 else None
-        lines.append(f"| {level_name(level, pattern)} | {best[0]} ({best[1]}) | {cell(s)} | "
-                     + (f"{second[0][0]} ({second[0][1]}) | {cell(second[1])} | {s['mean'] - second[1]['mean']:.2f} |"
-                        if second else "– | – | – |"))
+        (best, s) = ranked[0]
+        second = next(((k, o) for k, o in ranked if k[0] != best[0]), None)
+        head = f"| {level_name(level, pattern)} | {best[0]} ({best[1]}) | {s['n']} | {cell(s)} | "
+        if second is None:
+            lines.append(head + "– | – | – | – | – | – |")
+            continue
+        (name, evaluation), other = second
+        spread = " + ".join("?" if x["std"] is None else f"{x['std']:.2f}" for x in (s, other))
+        lines.append(head + f"{name} ({evaluation}) | {other['n']} | {cell(other)} | {s['mean'] - other['mean']:.2f} | "
+                     f"{spread} | {lead(s, other)} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from td_fairseq.files import UserError
-from td_fairseq.study.report import name_jobs, target_row, write_report
+from td_fairseq.study.report import lead, name_jobs, target_row, write_report
 
 from ..conftest import REPO
 
@@ -52,8 +52,10 @@ def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
     assert "| 70 % | 0.524 ± 0.067 | 0.976 ± 0.034 |" in retention.split("### sparsegpt")[0]
     assert "| td | 70 % | 2 | 20.50 ± 0.71 | 0.976 ± 0.034 | 0.97 | yes |" in text
     assert "| td | 80 % | 0 | not measured | | 0.95 | no |" in text
-    assert "| 70 % | no_td (sparsegpt) | 21.00 ± 2.83 | td (weight) | 20.50 ± 0.71 | 0.50 |" in text
-    assert "| 2:4 | no_td (pattern_2_4) | 17.00 ± 0.00 | td (pattern_2_4) | 15.00 ± 0.00 | 2.00 |" in text
+    assert ("| 70 % | no_td (sparsegpt) | 2 | 21.00 ± 2.83 | td (weight) | 2 | 20.50 ± 0.71 | 0.50 | 2.83 + 0.71 | no |"
+            in text)  # the runner-up is another model's row, not no_td's own 11 by magnitude
+    assert ("| 2:4 | no_td (pattern_2_4) | 2 | 17.00 ± 0.00 | td (pattern_2_4) | 2 | 15.00 ± 0.00 | 2.00 | 0.00 + 0.00 "
+            "| yes |") in text
     assert "| td | 2 | 36, 36 | 5.900 ± 0.000 | 5.500 at 24, 5.900 at 36 |" in text  # where val loss stopped improving
     with open(f"{out}/results.csv", encoding="utf-8") as f:
         assert len(f.readlines()) == 1 + 2 * 7
@@ -87,6 +89,20 @@ def test_a_target_over_several_models_and_evaluations_and_the_best_td_row_agains
     assert "| 80 % | td (weight) | 20.50 ± 0.71 | 13.00 ± 1.41 | 7.50 | 2.12 | yes |" in text
     assert "Best TD row among those with the most seeds" in text  # the header says why 30 lost
     assert text.count("### valid ") == 1  # BLEU on val is no retention of no_td's BLEU on test
+    # the best one-shot row: the one-seed 30 leads with its seed count shown; val's 40 is no test row
+    best = text.split("## The best one-shot row per level")[1].split("## Validation")[0]
+    assert ("| 80 % | td_rescale (weight) | 1 | 30.00 | td (weight) | 2 | 20.50 ± 0.71 | 9.50 | ? + 0.71 | "
+            "unknown: one seed, margin above the other's spread |") in best
+    assert "40.00" not in best
+
+
+def test_a_lead_counts_only_beyond_the_seeds_spread():
+    three, one = {"mean": 37.40, "std": 0.24, "n": 3}, {"mean": 37.56, "std": None, "n": 1}
+    assert lead(one, three) == "no (one seed)"  # 0.16 is inside td's own spread, whatever the one seed's
+    assert lead({"mean": 38.0, "std": None, "n": 1}, three) == "unknown: one seed, margin above the other's spread"
+    assert lead(one, {"mean": 37.0, "std": None, "n": 1}) == "unknown: one seed each"
+    assert lead({"mean": 38.0, "std": 0.3, "n": 3}, three) == "yes"
+    assert lead({"mean": 37.9, "std": 0.3, "n": 3}, three) == "no"
 
 
 def test_a_target_over_variants_is_judged_by_the_one_val_chooses_not_the_best_on_test(tmp_path):
