@@ -149,6 +149,17 @@ def train_flags(cfg, seed, updates=None) -> list:
     return flags + PRECISION[cfg.precision] + (["--cpu"] if cfg.device == "cpu" else []) + ["--seed", str(seed)]
 
 
+def refuse_slow_bf16(cfg):
+    """A bf16 job on a CPU that emulates bf16 fails before it trains: fairseq-train only warns, and in
+    a background job the warning goes unread while training runs tens of times slower than fp32
+    (40x here on an AVX2-only CPU). fp32 is another recipe, so the job does not switch by itself."""
+    if cfg.precision == "bf16" and cfg.device == "cpu":
+        from ..precision import bf16_slow_reason
+        reason = bf16_slow_reason("cpu")
+        if reason:
+            raise JobFailed(f"precision bf16: {reason}; train with precision=fp32 (its jobs are named apart)")
+
+
 def train(cfg, data, save_dir, flags, planned) -> dict:
     """fairseq-train into ``save_dir`` unless its train.json says it finished (fairseq would
     train one more update on a checkpoint that reached its budget mid-epoch)."""
@@ -156,6 +167,7 @@ def train(cfg, data, save_dir, flags, planned) -> dict:
     if os.path.isfile(done):
         with open(done, encoding="utf-8") as f:
             return json.load(f)
+    refuse_slow_bf16(cfg)
     os.makedirs(save_dir, exist_ok=True)
     log = os.path.join(save_dir, "train.log")
     command = [sys.executable, "-m", "fairseq_cli.train", os.path.join(data, "bin"), "--user-dir",

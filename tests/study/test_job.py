@@ -80,6 +80,18 @@ def test_bf16_and_a_bad_precision():
         job.train_flags(compose("smoke", "precision=fp8"), 1)
 
 
+def test_a_bf16_job_on_a_cpu_that_emulates_bf16_fails_before_training(tmp_path, monkeypatch):
+    from td_fairseq import precision
+    monkeypatch.setattr(precision, "bf16_slow_reason", lambda device: "this CPU has no native bf16 instructions")
+    monkeypatch.setattr(job, "_run", lambda *a: pytest.fail("fairseq-train started"))
+    with pytest.raises(job.JobFailed, match="no native bf16 instructions; train with precision=fp32"):
+        job.train(compose("smoke", "precision=bf16"), str(tmp_path), str(tmp_path / "save"), [], 10)
+    assert not (tmp_path / "save").exists()
+    monkeypatch.setattr(job, "_run", lambda *a: 1)  # fp32 is not refused: it reaches fairseq-train
+    with pytest.raises(job.JobFailed, match="training exited with status 1"):
+        job.train(compose("smoke", "precision=fp32"), str(tmp_path), str(tmp_path / "save"), [], 10)
+
+
 LOG = ("2026-12-05 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 5.942 | nll_loss 5.787 | "
        "td_gamma 0.75 | ppl 55.22 | wps 0 | num_updates 12\n"
        "2026-12-05 | INFO | train_inner | epoch 002:      3 / 12 loss=5.8, ppl=50, num_updates=15\n"
