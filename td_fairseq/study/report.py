@@ -146,13 +146,15 @@ def dense_reference(stats):
 
 def above(stats, evaluations, name, level, s):
     """' and above NAME': whether mean BLEU ``s`` beats model NAME's best mean BLEU at the level among
-    ``evaluations`` (gmp has no eval-scaled row: its best row is what a TD row has to beat)."""
-    found = [(stats[(e, name, level)], e) for e in evaluations if (e, name, level) in stats]
+    ``evaluations`` (gmp has no eval-scaled row: its best row is what a TD row has to beat). NAME is a
+    label: a job named apart by an override (``gmp precision=fp32``) counts, and is named in the verdict."""
+    found = [(s_, e, n) for (e, n, lv), s_ in stats.items()
+             if lv == level and e in evaluations and (n == name or n.startswith(name + " "))]
     if not found:
         return False, f"{name} not measured"
-    other, evaluation = max(found, key=lambda se: se[0]["mean"])
+    other, evaluation, shown = max(found, key=lambda sen: sen[0]["mean"])
     margin = s["mean"] - other["mean"]
-    return margin > 0, f"{'above' if margin > 0 else 'below'} {name} ({evaluation}, {cell(other)}) by {abs(margin):.2f}"
+    return margin > 0, f"{'above' if margin > 0 else 'below'} {shown} ({evaluation}, {cell(other)}) by {abs(margin):.2f}"
 
 
 def target_row(t, shown, s, dense, stats, evaluations) -> str:

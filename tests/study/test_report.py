@@ -146,6 +146,18 @@ def test_a_target_that_must_also_beat_another_model(tmp_path):
     assert "| td | 70 % | 1 | 15.00 | 0.750 | 0.5, above gmp | no (gmp not measured) |" in text
 
 
+def test_the_model_to_beat_may_be_a_job_named_apart_by_an_override(tmp_path):
+    targets = [{"model": "td", "level": 0.9, "ratio": 0.5, "above": "gmp"}]
+    fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])
+    fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", 0.9, 11)])
+    fake_job(tmp_path, ["model=gmp", "seed=1", "precision=fp32"], [row("weight", "gmp", 0.9, 12)])
+    fake_job(tmp_path, ["model=gmpx", "seed=1"], [row("weight", "gmpx", 0.9, 5)])  # another label, not gmp
+    for path in tmp_path.glob("*/result.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
+    text = write_report(str(tmp_path))[1]
+    assert "| no (below gmp precision=fp32 (weight, 12.00) by 1.00) |" in text
+
+
 def test_the_latest_launch_targets_win_over_those_the_first_job_ran_with(tmp_path):
     fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])  # config: TARGETS
     fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", 0.8, 12), row("sparsegpt", "td", 0.8, 15)])
