@@ -3,9 +3,10 @@ job), tables.md (BLEU mean ± sample std over seeds per evaluation, the same as 
 no_td's mean dense BLEU, target verdicts, the best one-shot row per level, validation losses and
 the update of the lowest one) and curves.png.
 
-Jobs are DIR/*/result.json. A folder with failed.json is a failed job, one with neither is
-unfinished, and a job that DIR/multirun.yaml asked for with no folder is missing: the report
-names each of them and reports the rest. A model's name in the tables is its label, plus the
+Jobs are DIR/*/result.json, and the finished jobs' copies in the launch's ``finished`` folder
+(FOLDER/JOB.json, committed as jobs land: a new machine's DIR lacks them). A folder with
+failed.json is a failed job, one with neither is unfinished, and a job that DIR/multirun.yaml asked
+for with no folder is missing: the report names each of them and reports the rest. A model's name in the tables is its label, plus the
 overrides that differ between jobs other than model and seed (a coefficient grid).
 """
 import io
@@ -15,6 +16,8 @@ import statistics
 
 from ..files import UserError, atomic_write
 from ..results import write_rows
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def launch_config(sweep_dir):
@@ -64,10 +67,25 @@ def _json(path):
         return json.load(f)
 
 
-def load(sweep_dir, launch=None, ignored=frozenset()):
-    """(results, problems): every result.json, and (job, what is wrong) for the others."""
+def finished_copies(folder) -> dict:
+    """{job folder name: result} from a folder of finished jobs' copies (the study's ``finished``:
+    FOLDER/JOB.json); a file whose name is not its own job's (a copy from another study) is left out."""
+    copies = {}
+    for entry in sorted(os.listdir(folder)) if folder and os.path.isdir(folder) else []:
+        if entry.endswith(".json"):
+            result = _json(os.path.join(folder, entry))
+            if isinstance(result, dict) and result.get("job") == entry[:-len(".json")] and "rows" in result:
+                copies[result["job"]] = result
+    return copies
+
+
+def load(sweep_dir, launch=None, ignored=frozenset(), finished=None):
+    """(results, problems): every result.json, and (job, what is wrong) for the others. The copies in
+    ``finished`` count as done jobs too: on a new machine the sweep folder holds only the jobs
+    launched there, while the ones finished before are committed copies."""
     import yaml
     results, problems, seen = [], [], set()
+    copies = finished_copies(finished)
     for entry in sorted(os.listdir(sweep_dir)):
         folder = os.path.join(sweep_dir, entry)
         overrides = os.path.join(folder, ".hydra", "overrides.yaml")
@@ -75,12 +93,18 @@ def load(sweep_dir, launch=None, ignored=frozenset()):
             continue  # data/, raw/, report/: not a job
         with open(overrides, encoding="utf-8") as f:
             seen.add(job_key(yaml.safe_load(f) or [], ignored))
+        copy = copies.pop(entry, None)
         if os.path.isfile(os.path.join(folder, "result.json")):
             results.append(_json(os.path.join(folder, "result.json")))
+        elif copy is not None:
+            results.append(copy)
         elif os.path.isfile(os.path.join(folder, "failed.json")):
             problems.append((entry, "failed: " + _json(os.path.join(folder, "failed.json"))["error"]))
         else:
             problems.append((entry, f"unfinished: no result.json (running, or stopped: see {folder})"))
+    for copy in copies.values():
+        seen.add(job_key(copy.get("overrides") or [], ignored))
+        results.append(copy)
     problems += [(",".join(job), "missing: never started") for job in expected_jobs(launch, ignored)
                  if job not in seen]
     return results, problems
@@ -325,13 +349,18 @@ def plot_curves(results, path):
     atomic_write(path, buffer.getvalue())
 
 
-def write_report(sweep_dir, out=None):
-    """Write DIR/report/ (or ``out``); returns (that folder, tables.md's text, the problems)."""
+def write_report(sweep_dir, out=None, finished=None):
+    """Write DIR/report/ (or ``out``); returns (that folder, tables.md's text, the problems).
+    ``finished``: the folder of finished jobs' copies, else the latest launch's ``finished``."""
     if not os.path.isdir(sweep_dir):
         raise UserError(f"no study folder {sweep_dir}")
     launch = launch_config(sweep_dir)
     ignored = ignored_keys(launch)
-    results, problems = load(sweep_dir, launch, ignored)
+    if finished is not None and not os.path.isdir(finished):
+        raise UserError(f"no folder of finished jobs {finished}")
+    if finished is None and launch is not None and launch.get("finished"):
+        finished = os.path.join(REPO, str(launch.finished))  # as the jobs read it: from the repository root
+    results, problems = load(sweep_dir, launch, ignored, finished)
     if not results and not problems:
         raise UserError(f"{sweep_dir} holds no study job (no */.hydra/overrides.yaml)")
     out = out or os.path.join(sweep_dir, "report")

@@ -158,6 +158,25 @@ def test_the_model_to_beat_may_be_a_job_named_apart_by_an_override(tmp_path):
     assert "| no (below gmp precision=fp32 (weight, 12.00) by 1.00) |" in text
 
 
+def test_jobs_finished_on_another_machine_are_read_from_their_committed_copies(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    done = fake_job(old, ["model=no_td", "seed=1", "updates=30"], [row("weight", "no_td", 0.0, 20.0)])
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / f"{done.name}.json").write_text((done / "result.json").read_text())
+    (jobs / f"budget_{done.name}.json").write_text((done / "result.json").read_text())  # another study's copy
+    (new / "multirun.yaml").parent.mkdir()
+    (new / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    params:\n      model: no_td,td\n      seed: 1\n"
+                                       f"  overrides:\n    task: [updates=30]\nfinished: {jobs}\n")
+    fake_job(new, ["model=td", "seed=1", "updates=30"])  # running on the new machine
+    out, text, problems = write_report(str(new))  # the launch's finished= folder
+    assert text.startswith(f"# Study {new}: 1 jobs done, 1 not") and "| 0 % | 20.00 |" in text
+    assert [what.split(":")[0] for _, what in problems] == ["unfinished"]  # no_td is not "missing"
+    assert "20.00" not in write_report(str(new), finished=str(tmp_path / "old"))[1]  # no JOB.json there
+    with pytest.raises(UserError, match="no folder of finished jobs"):
+        write_report(str(new), finished=str(tmp_path / "nowhere"))
+
+
 def test_the_latest_launch_targets_win_over_those_the_first_job_ran_with(tmp_path):
     fake_job(tmp_path, ["model=no_td", "seed=1"], [row("weight", "no_td", 0.0, 20)])  # config: TARGETS
     fake_job(tmp_path, ["model=td", "seed=1"], [row("weight", "td", 0.8, 12), row("sparsegpt", "td", 0.8, 15)])
