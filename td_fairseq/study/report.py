@@ -6,8 +6,9 @@ the update of the lowest one) and curves.png.
 Jobs are DIR/*/result.json, and the finished jobs' copies in the launch's ``finished`` folder
 (FOLDER/JOB.json, committed as jobs land: a new machine's DIR lacks them). A folder with
 failed.json is a failed job, one with neither is unfinished, and a job that DIR/multirun.yaml asked
-for with no folder is missing: the report names each of them and reports the rest. A model's name in the tables is its label, plus the
-overrides that differ between jobs other than model and seed (a coefficient grid).
+for with no folder is missing: the report names each of them and reports the rest. A model's name
+in the tables is its label, plus the overrides that differ between jobs other than model and seed
+(a coefficient grid).
 """
 import io
 import json
@@ -73,7 +74,10 @@ def finished_copies(folder) -> dict:
     copies = {}
     for entry in sorted(os.listdir(folder)) if folder and os.path.isdir(folder) else []:
         if entry.endswith(".json"):
-            result = _json(os.path.join(folder, entry))
+            try:
+                result = _json(os.path.join(folder, entry))
+            except ValueError as error:
+                raise UserError(f"{os.path.join(folder, entry)}: not JSON ({error})") from None
             if isinstance(result, dict) and result.get("job") == entry[:-len(".json")] and "rows" in result:
                 copies[result["job"]] = result
     return copies
@@ -293,7 +297,7 @@ def best_one_shot(rows, stats, low=0.5):
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (pattern, level), found in sorted(options.items(), key=lambda kv: (kv[0][0] != "unstructured", kv[0])):
         ranked = sorted(found.items(), key=lambda kv: -kv[1]["mean"])
-        (best, s) = ranked[0]
+        best, s = ranked[0]
         second = next(((k, o) for k, o in ranked if k[0] != best[0]), None)
         head = f"| {level_name(level, pattern)} | {best[0]} ({best[1]}) | {s['n']} | {cell(s)} | "
         if second is None:

@@ -175,6 +175,9 @@ def test_jobs_finished_on_another_machine_are_read_from_their_committed_copies(t
     assert "20.00" not in write_report(str(new), finished=str(tmp_path / "old"))[1]  # no JOB.json there
     with pytest.raises(UserError, match="no folder of finished jobs"):
         write_report(str(new), finished=str(tmp_path / "nowhere"))
+    (jobs / "broken.json").write_text("{")
+    with pytest.raises(UserError, match="broken.json: not JSON"):
+        write_report(str(new))
 
 
 def test_the_latest_launch_targets_win_over_those_the_first_job_ran_with(tmp_path):
