@@ -152,7 +152,8 @@ def train_flags(cfg, seed, updates=None) -> list:
 def refuse_slow_bf16(cfg):
     """A bf16 job on a CPU that emulates bf16 fails before it trains: fairseq-train only warns, and in
     a background job the warning goes unread while training runs tens of times slower than fp32
-    (40-76x on an AVX2-only CPU, docs/RESULTS.md §14). fp32 is another recipe, so the job does not switch by itself."""
+    (about 40x on an AVX2-only CPU, docs/RESULTS.md §14). fp32 is another recipe, so the job does not
+    switch by itself."""
     if cfg.precision == "bf16" and cfg.device == "cpu":
         from ..precision import bf16_slow_reason
         reason = bf16_slow_reason("cpu")

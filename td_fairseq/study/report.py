@@ -17,8 +17,7 @@ import statistics
 
 from ..files import UserError, atomic_write
 from ..results import write_rows
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .job import REPO
 
 
 def launch_config(sweep_dir):
