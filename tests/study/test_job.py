@@ -246,7 +246,7 @@ def test_every_study_job_is_pruned_by_magnitude_and_sparsegpt_unstructured_and_2
         scaled = {n for n in names if n.endswith("eval_scale")}  # TD models are also pruned as their eval-scaled net
         assert scaled == (set() if label in ("no_td", "gmp", "l0") else {
             "valid_eval_scale", "weight_eval_scale", "sparsegpt_eval_scale", "pattern_2_4_eval_scale",
-            "pattern_2_4_sparsegpt_eval_scale"}), label
+            "pattern_2_4_sparsegpt_eval_scale"} | ({"unit_eval_scale"} if label == "unit_td" else set())), label
     assert job.wanted(cfg, "no_td", 1)[-2:] == ["finetune_80", "finetune_90"]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from td_fairseq import cli
 from td_fairseq.files import UserError, save_torch
-from td_fairseq.sparsity import td_rates, targeted_weight_mask, views_of
+from td_fairseq.sparsity import targeted_count, td_rates, targeted_weight_mask, views_of
 from td_fairseq.tools.checkpoint import stock_checkpoint
 from td_fairseq.tools.inprocess import random_checkpoint, sample, write_dictionaries
 from td_fairseq.tools.loading import load_checkpoint, load_translation_model
@@ -19,7 +19,7 @@ from .test_sweep import rows_of, sweep, sweep_script
 
 VOCAB = 40
 TD = ["--td-gamma", "0.5", "--td-alpha", "0.6", "--td-ramp-updates", "4"]
-UPDATES = 6  # gamma_t = 0.5 (ramp done), alpha_t = 0.6 * 6 / 8 = 0.45
+UPDATES = 6  # gamma_t = 0.95 * 0.5 + 0.05 * 0.5 * 2 / 4 = 0.4875, alpha_t = 0.6 * 6 / 8 = 0.45
 
 
 def td_checkpoint(directory, extra=(), name="td.pt"):
@@ -168,3 +168,35 @@ def test_sweep_refuses_a_checkpoint_without_targeted_dropout(trained_checkpoint,
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
     assert len(err) == 1 and "is not a targeted-dropout checkpoint" in err[0], err
     assert not out.exists()
+
+
+def test_unit_sweep_of_a_unit_td_model_plain_and_eval_scaled(data_bin, tmp_path, monkeypatch):
+    """unit_td's unit sweeps (multi30k.yaml's unit and unit_eval_scale): below gamma the eval-scaled
+    sweep keeps the targeted units at 1 - alpha; from gamma up they are the units it prunes, so both
+    sweeps decode the same weights."""
+    import shutil
+    from td_fairseq.tools import sweep as sweep_module
+    shutil.copytree(data_bin, tmp_path / "bin")  # the data's dictionaries, so the sweep can decode it
+    ckpt = td_checkpoint(tmp_path / "bin", ["--td-type", "unit"])
+    key, decoded, real = "encoder.layers.0.fc1.weight", [], sweep_module.TranslationEvaluator
+
+    class Spy(real):
+        def __call__(self, level):
+            decoded.append(self.model.state_dict()[key].detach().clone())
+            return super().__call__(level)
+
+    monkeypatch.setattr(sweep_module, "TranslationEvaluator", Spy)
+    unit = ["--mode", "unit", "--score", "own"]
+    assert sweep(tmp_path / "bin", ckpt, tmp_path / "plain", [0.25, 0.5], *unit) == 0
+    assert sweep(tmp_path / "bin", ckpt, tmp_path / "scaled", [0.25, 0.5], *unit, "--td-eval-scale") == 0
+    assert [(r["mode"], r["td_eval_scale"]) for r in rows_of(tmp_path / "scaled")] == [("unit", True)] * 2
+    plain_25, plain_50, scaled_25, scaled_50 = decoded
+    raw = torch.load(ckpt, weights_only=False)["model"][key]
+    gamma, alpha = td_rates(UPDATES, 0.5, 0.6, 4)
+    norms = raw.norm(dim=1)
+    targeted = norms <= norms.kthvalue(targeted_count(gamma, len(norms))).values  # the bottom-gamma units (rows)
+    kept = plain_25.norm(dim=1) > 0
+    assert kept.sum() == len(norms) - round(0.25 * len(norms)) and (targeted & kept).any()
+    assert torch.allclose(scaled_25[kept & targeted], raw[kept & targeted] * (1 - alpha))
+    assert torch.equal(scaled_25[kept & ~targeted], raw[kept & ~targeted])
+    assert gamma < 0.5 and torch.equal(plain_50, scaled_50) and (plain_50[targeted] == 0).all()
