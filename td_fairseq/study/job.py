@@ -75,7 +75,7 @@ def logged_seconds(log: str) -> float:
     return total
 
 
-def _read(path):
+def read_text(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -175,12 +175,12 @@ def train(cfg, data, save_dir, flags, planned) -> dict:
                os.path.join(REPO, "td_fairseq"), *flags, "--save-dir", save_dir]
     start = time.time()
     code = _run(command, log, cfg.threads)
-    updates = updates_done(_read(log))
+    updates = updates_done(read_text(log))
     if code != 0:
         raise JobFailed(f"training exited with status {code} at update {updates}", log)
     if planned is not None and updates < planned:
         raise JobFailed(f"training stopped at update {updates} of {planned}", log)
-    seconds = logged_seconds(_read(log)) or time.time() - start
+    seconds = logged_seconds(read_text(log)) or time.time() - start
     info = dict(command=shlex.join(command), updates=updates, seconds=round(seconds, 1), log=log)
     write_json(done, info)
     return info
@@ -311,7 +311,7 @@ def _run_locked(cfg, label, seed, overrides, out_dir, sweep_dir) -> dict:
         write_json(failed, dict(job, error=first_line(error), log=log))
         raise
     result = dict(job, updates=trained["updates"], train_seconds=trained["seconds"],
-                  curve=[p for p in valid_curve(_read(trained["log"])) if p["updates"] <= trained["updates"]],
+                  curve=[p for p in valid_curve(read_text(trained["log"])) if p["updates"] <= trained["updates"]],
                   train_command=trained["command"], reused=trained.get("reused"), rows=rows,
                   commit=commit,  # training's (this session's part of it); each row names its own
                   machine=machine(), config=OmegaConf.to_container(cfg, resolve=True))

@@ -5,19 +5,21 @@ the update of the lowest one) and curves.png.
 
 Jobs are DIR/*/result.json, and the finished jobs' copies in the launch's ``finished`` folder
 (FOLDER/JOB.json, committed as jobs land: a new machine's DIR lacks them). A folder with
-failed.json is a failed job, one with neither is unfinished, and a job that DIR/multirun.yaml asked
-for with no folder is missing: the report names each of them and reports the rest. A model's name
+failed.json is a failed job, one with neither is unfinished (named with the update its train.log
+reached and the save a rerun resumes from), and a job that DIR/multirun.yaml asked for with no
+folder is missing: the report names each of them and reports the rest. A model's name
 in the tables is its label, plus the overrides that differ between jobs other than model and seed
 (a coefficient grid).
 """
 import io
 import json
 import os
+import re
 import statistics
 
 from ..files import UserError, atomic_write
 from ..results import write_rows
-from .job import REPO
+from .job import REPO, read_text, updates_done
 
 
 def launch_config(sweep_dir):
@@ -82,6 +84,33 @@ def finished_copies(folder) -> dict:
     return copies
 
 
+# fairseq writes one file per save (checkpoint_best.pt when the loss improved) and copies it to the others
+_SAVED = re.compile(r"Saved checkpoint .+? \(epoch (\d+) @ (\d+) updates")
+
+
+def progress(folder) -> str:
+    """Where an unfinished job stands, from its train.log ('' before it logs an update): what a
+    rerun resumes from is the last save, not the last update logged."""
+    log = read_text(os.path.join(folder, "train.log"))
+    if os.path.isfile(os.path.join(folder, "train.json")):
+        return f"trained ({updates_done(log)} updates), evaluating; "
+    if not updates_done(log):
+        return ""
+    planned = _config_updates(folder)
+    saved = _SAVED.findall(log)
+    where = f"saved at update {saved[-1][1]} (epoch {saved[-1][0]})" if saved else "not saved yet"
+    return f"at update {updates_done(log)}{f' of {planned}' if planned else ''}, {where}; "
+
+
+def _config_updates(folder):
+    import yaml
+    try:
+        with open(os.path.join(folder, ".hydra", "config.yaml"), encoding="utf-8") as f:
+            return (yaml.safe_load(f) or {}).get("updates")
+    except FileNotFoundError:
+        return None
+
+
 def load(sweep_dir, launch=None, ignored=frozenset(), finished=None):
     """(results, problems): every result.json, and (job, what is wrong) for the others. The copies in
     ``finished`` count as done jobs too: on a new machine the sweep folder holds only the jobs
@@ -104,7 +133,7 @@ def load(sweep_dir, launch=None, ignored=frozenset(), finished=None):
         elif os.path.isfile(os.path.join(folder, "failed.json")):
             problems.append((entry, "failed: " + _json(os.path.join(folder, "failed.json"))["error"]))
         else:
-            problems.append((entry, f"unfinished: no result.json (running, or stopped: see {folder})"))
+            problems.append((entry, f"unfinished: {progress(folder)}no result.json (running, or stopped: see {folder})"))
     for copy in copies.values():
         seen.add(job_key(copy.get("overrides") or [], ignored))
         results.append(copy)

@@ -214,6 +214,28 @@ def test_failed_unfinished_and_missing_jobs_are_named_and_the_rest_reported(tmp_
     assert "1 jobs done, 3 not" in tables and "| 0 % | 20.00 |" in tables and "| seeds | 1 |" in tables
 
 
+def test_an_unfinished_job_says_where_its_training_stands(tmp_path):
+    """The update it reached, and the save a rerun resumes from (fairseq's lines, --log-format simple)."""
+    def job(seed, log, trained=False):
+        folder = fake_job(tmp_path, ["model=td", f"seed={seed}", "updates=30"])
+        (folder / ".hydra" / "config.yaml").write_text("updates: 30\n")
+        (folder / "train.log").write_text(log)
+        if trained:
+            (folder / "train.json").write_text("{}")
+
+    step = "2026-12-07 01:00:00 | INFO | train_inner | epoch 001:     12 / 12 loss=4.1, num_updates={}, lr=0.001\n"
+    saved = ("2026-12-07 01:00:01 | INFO | fairseq.checkpoint_utils | Saved checkpoint /a b/checkpoint_best.pt "
+             "(epoch 1 @ 12 updates, score 4.2) (writing took 0.2 seconds)\n")
+    job(1, "$ fairseq-train ...\n")
+    job(2, step.format(12))
+    job(3, step.format(12) + saved + step.format(20))
+    job(4, step.format(12) + saved + step.format(30), trained=True)
+    _, _, problems = write_report(str(tmp_path))
+    assert [what.split(" no result.json")[0] for _, what in problems] == [
+        "unfinished:", "unfinished: at update 12 of 30, not saved yet;",
+        "unfinished: at update 20 of 30, saved at update 12 (epoch 1);", "unfinished: trained (30 updates), evaluating;"]
+
+
 def test_a_grid_names_each_value_and_leaves_out_what_every_job_shares():
     results = [dict(label="l1", overrides=["model=l1", "model.coef=1e-6", "seed=1", "updates=30"]),
                dict(label="l1", overrides=["model=l1", "model.coef=1e-5", "seed=1", "updates=30"]),
