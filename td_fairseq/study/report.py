@@ -92,14 +92,15 @@ def progress(folder) -> str:
     """Where an unfinished job stands, from its train.log ('' before it logs an update): what a
     rerun resumes from is the last save, not the last update logged."""
     log = read_text(os.path.join(folder, "train.log"))
+    updates = updates_done(log)
     if os.path.isfile(os.path.join(folder, "train.json")):
-        return f"trained ({updates_done(log)} updates), evaluating; "
-    if not updates_done(log):
+        return f"trained ({updates} updates), evaluating; "
+    if not updates:
         return ""
     planned = _config_updates(folder)
     saved = _SAVED.findall(log)
     where = f"saved at update {saved[-1][1]} (epoch {saved[-1][0]})" if saved else "not saved yet"
-    return f"at update {updates_done(log)}{f' of {planned}' if planned else ''}, {where}; "
+    return f"at update {updates}{f' of {planned}' if planned else ''}, {where}; "
 
 
 def _config_updates(folder):

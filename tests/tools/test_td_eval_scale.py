@@ -9,7 +9,7 @@ import torch
 
 from td_fairseq import cli
 from td_fairseq.files import UserError, save_torch
-from td_fairseq.sparsity import targeted_count, td_rates, targeted_weight_mask, views_of
+from td_fairseq.sparsity import td_rates, targeted_unit_mask, targeted_weight_mask, views_of
 from td_fairseq.tools.checkpoint import stock_checkpoint
 from td_fairseq.tools.inprocess import random_checkpoint, sample, write_dictionaries
 from td_fairseq.tools.loading import load_checkpoint, load_translation_model
@@ -193,10 +193,9 @@ def test_unit_sweep_of_a_unit_td_model_plain_and_eval_scaled(data_bin, tmp_path,
     plain_25, plain_50, scaled_25, scaled_50 = decoded
     raw = torch.load(ckpt, weights_only=False)["model"][key]
     gamma, alpha = td_rates(UPDATES, 0.5, 0.6, 4)
-    norms = raw.norm(dim=1)
-    targeted = norms <= norms.kthvalue(targeted_count(gamma, len(norms))).values  # the bottom-gamma units (rows)
+    targeted = targeted_unit_mask(raw, gamma).view(-1)  # the bottom-gamma units (rows), as the view picks them
     kept = plain_25.norm(dim=1) > 0
-    assert kept.sum() == len(norms) - round(0.25 * len(norms)) and (targeted & kept).any()
+    assert kept.sum() == len(raw) - round(0.25 * len(raw)) and (targeted & kept).any()
     assert torch.allclose(scaled_25[kept & targeted], raw[kept & targeted] * (1 - alpha))
     assert torch.equal(scaled_25[kept & ~targeted], raw[kept & ~targeted])
     assert gamma < 0.5 and torch.equal(plain_50, scaled_50) and (plain_50[targeted] == 0).all()
