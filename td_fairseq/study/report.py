@@ -195,10 +195,38 @@ def evaluation_table(rows, stats, evaluation, scale=None):
     return "\n".join(lines)
 
 
-def dense_reference(stats):
+def dense_reference(stats, name="no_td"):
     """no_td's mean dense BLEU (evaluation 'weight'), what every retention divides by; None if absent."""
-    reference = [s for (e, n, level), s in stats.items() if e == "weight" and n == "no_td" and level == 0]
-    return reference[0]["mean"] if reference and reference[0]["mean"] > 0 else None
+    reference = stats.get(("weight", name, 0.0))
+    return reference["mean"] if reference and reference["mean"] > 0 else None
+
+
+def control(name):
+    """The no_td a job named apart by overrides (``gmp precision=fp32``) is also read against: the no_td
+    named apart the same way (``no_td precision=fp32``), trained with the same recipe."""
+    setting = name.partition(" ")[2]
+    return f"no_td {setting}" if setting else "no_td"
+
+
+def controls(rows, stats):
+    """How far a setting named apart moves no_td: each such no_td against the plain one, at every
+    evaluation and level both have."""
+    order = {e: i for i, e in enumerate(dict.fromkeys(r["evaluation"] for r in rows))}
+    patterns = {r["evaluation"]: r.get("pattern", "unstructured") for r in rows}
+    sections = []
+    for name in sorted({n for (_, n, _) in stats if n.startswith("no_td ")}):
+        shared = sorted(((e, lv) for (e, n, lv) in stats if n == name and (e, "no_td", lv) in stats),
+                        key=lambda e_lv: (order[e_lv[0]], e_lv[1]))
+        lines = [f"### {name} against no_td", "",
+                 f"| evaluation | pruned | no_td | {name} | difference | no_td's seed std |", "|---|---|---|---|---|---|"]
+        for e, lv in shared:
+            plain, other = stats[(e, "no_td", lv)], stats[(e, name, lv)]
+            std = "–" if plain["std"] is None else f"{plain['std']:.2f}"
+            lines.append(f"| {e} | {level_name(lv, patterns[e])} | {cell(plain)} | {cell(other)} | "
+                         f"{other['mean'] - plain['mean']:+.2f} | {std} |")
+        if shared:
+            sections.append("\n".join(lines))
+    return sections and "## Controls (a setting named apart, against no_td)\n\n" + "\n\n".join(sections)
 
 
 def above(stats, evaluations, name, level, s):
@@ -214,8 +242,9 @@ def above(stats, evaluations, name, level, s):
     return margin > 0, f"{'above' if margin > 0 else 'below'} {shown} ({evaluation}, {cell(other)}) by {abs(margin):.2f}"
 
 
-def target_row(t, shown, s, dense, stats, evaluations) -> str:
-    """One target's table row for mean BLEU ``s`` (None: not measured)."""
+def target_row(t, shown, s, dense, stats, evaluations, own=None) -> str:
+    """One target's table row for mean BLEU ``s`` (None: not measured). ``own``: (name, mean dense BLEU)
+    of the job's own control (``control``), whose retention is noted beside the verdict's."""
     if s is None:
         return f"| {shown} | {level_name(t['level'])} | 0 | not measured | | {t['ratio']} | no |"
     ratio = s["mean"] / dense
@@ -225,6 +254,8 @@ def target_row(t, shown, s, dense, stats, evaluations) -> str:
     if t.get("above"):
         beats, note = above(stats, evaluations, t["above"], float(t["level"]), s)
         met, notes = met and beats, notes + [note]
+    if own:
+        notes.append(f"over {own[0]}'s dense {own[1]:.2f}: {s['mean'] / own[1]:.3f}")
     goal = f"{t['ratio']}" + (f", above {t['above']}" if t.get("above") else "")
     verdict = ("yes" if met else "no") + (f" ({'; '.join(notes)})" if notes else "")
     return f"| {shown} | {level_name(t['level'])} | {s['n']} | {cell(s)} | {cell(s, 3, dense)} | {goal} | {verdict} |"
@@ -256,8 +287,9 @@ def verdicts(results, stats, targets):
         names = list(dict.fromkeys(r["name"] for r in results if r["label"] in models)) or models
         for name, evaluation in ((n, e) for n in names for e in evaluations):
             shown = name if evaluations == ["weight"] else f"{name} ({evaluation})"
+            own = control(name) != "no_td" and dense_reference(stats, control(name))
             lines.append(target_row(t, shown, stats.get((evaluation, name, float(t["level"]))), dense, stats,
-                                    evaluations))
+                                    evaluations, own and (control(name), own)))
         choice = t.get("on_val") and chosen_on_val(t, names, evaluations, stats)
         if choice:
             name, evaluation, val = choice
@@ -415,7 +447,7 @@ def write_report(sweep_dir, out=None, finished=None):
             sections += [f"## Retention (mean BLEU over no_td's mean dense BLEU, {dense:.2f})"] + [
                 evaluation_table(rows, stats, e, dense) for e in evaluations
                 if all(r.get("subset", "test") == "test" for r in rows if r["evaluation"] == e)]
-        sections += [verdicts(results, stats, spec["targets"] or []),
+        sections += [verdicts(results, stats, spec["targets"] or []), controls(rows, stats),
                      spec["versus"] and versus(rows, stats, spec["versus"]),
                      "## The best one-shot row per level\n\n"
                      + best_one_shot(rows, stats), "## Validation\n\n" + validation_table(results)]

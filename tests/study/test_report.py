@@ -46,6 +46,7 @@ def test_mean_and_std_over_seeds_verdicts_and_the_best_one_shot_row(tmp_path):
             curve=((12, 6.0), (24, 5.5 if seed == 1 else 7.0), (36, 5.9)))
     out, text, problems = write_report(str(tmp_path))
     assert problems == [] and text.startswith(f"# Study {tmp_path}: 4 jobs done, 0 not")
+    assert "## Controls" not in text  # no setting named apart
     assert "| 0 % | 21.00 ± 1.41 | 19.00 ± 1.41 |" in text and "| 70 % | 11.00 ± 1.41 | 20.50 ± 0.71 |" in text
     assert "| seeds | 2 | 2 |" in text
     retention = text.split("## Retention (mean BLEU over no_td's mean dense BLEU, 21.00)")[1]
@@ -156,6 +157,29 @@ def test_the_model_to_beat_may_be_a_job_named_apart_by_an_override(tmp_path):
         path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
     text = write_report(str(tmp_path))[1]
     assert "| no (below gmp precision=fp32 (weight, 12.00) by 1.00) |" in text
+
+
+def test_a_setting_named_apart_is_read_against_its_own_no_td(tmp_path):
+    targets = [{"model": "td", "level": 0.7, "ratio": 0.9}]
+    for seed, dense in ((1, 20), (2, 22)):
+        fake_job(tmp_path, ["model=no_td", f"seed={seed}"], [
+            row("weight", "no_td", 0.0, dense), row("weight", "no_td", 0.5, 18),
+            row("pattern_2_4", "no_td", 0.5, 17, pattern="2:4")])
+    fake_job(tmp_path, ["model=no_td", "seed=1", "precision=fp32"], [
+        row("weight", "no_td", 0.0, 20.5), row("weight", "no_td", 0.5, 17),
+        row("pattern_2_4", "no_td", 0.5, 16, pattern="2:4"), row("weight", "no_td", 0.9, 1)])  # 90 %: no plain twin
+    fake_job(tmp_path, ["model=td", "seed=1", "precision=fp32"], [row("weight", "td", 0.7, 19)])
+    for path in tmp_path.glob("*/result.json"):
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
+    text = write_report(str(tmp_path))[1]
+    controls = text.split("## Controls (a setting named apart, against no_td)")[1].split("\n## ")[0]
+    assert controls.strip().splitlines()[4:] == [
+        "| weight | 0 % | 21.00 ± 1.41 | 20.50 | -0.50 | 1.41 |",
+        "| weight | 50 % | 18.00 ± 0.00 | 17.00 | -1.00 | 0.00 |",
+        "| pattern_2_4 | 2:4 | 17.00 ± 0.00 | 16.00 | -1.00 | 0.00 |"]
+    # the verdict stays over the plain no_td (19 / 21); the own control's retention is beside it (19 / 20.5)
+    assert ("| td precision=fp32 | 70 % | 1 | 19.00 | 0.905 | 0.9 | yes (over no_td precision=fp32's dense 20.50: "
+            "0.927) |") in text
 
 
 def test_jobs_finished_on_another_machine_are_read_from_their_committed_copies(tmp_path):
