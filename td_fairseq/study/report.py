@@ -104,12 +104,9 @@ def progress(folder) -> str:
 
 
 def _config_updates(folder):
-    import yaml
-    try:
-        with open(os.path.join(folder, ".hydra", "config.yaml"), encoding="utf-8") as f:
-            return (yaml.safe_load(f) or {}).get("updates")
-    except FileNotFoundError:
-        return None
+    from omegaconf import OmegaConf
+    path = os.path.join(folder, ".hydra", "config.yaml")
+    return OmegaConf.load(path).get("updates") if os.path.isfile(path) else None
 
 
 def load(sweep_dir, launch=None, ignored=frozenset(), finished=None):
@@ -196,7 +193,8 @@ def evaluation_table(rows, stats, evaluation, scale=None):
 
 
 def dense_reference(stats, name="no_td"):
-    """no_td's mean dense BLEU (evaluation 'weight'), what every retention divides by; None if absent."""
+    """``name``'s mean dense BLEU (evaluation 'weight'); no_td's is what every retention divides by.
+    None if absent."""
     reference = stats.get(("weight", name, 0.0))
     return reference["mean"] if reference and reference["mean"] > 0 else None
 
@@ -285,11 +283,13 @@ def verdicts(results, stats, targets):
         models = [t["model"]] if isinstance(t["model"], str) else list(t["model"])
         evaluations = t.get("evaluations") or ["weight"]
         names = list(dict.fromkeys(r["name"] for r in results if r["label"] in models)) or models
-        for name, evaluation in ((n, e) for n in names for e in evaluations):
-            shown = name if evaluations == ["weight"] else f"{name} ({evaluation})"
-            own = control(name) != "no_td" and dense_reference(stats, control(name))
-            lines.append(target_row(t, shown, stats.get((evaluation, name, float(t["level"]))), dense, stats,
-                                    evaluations, own and (control(name), own)))
+        for name in names:
+            reference = control(name)
+            own = dense_reference(stats, reference) if reference != "no_td" else None
+            for evaluation in evaluations:
+                shown = name if evaluations == ["weight"] else f"{name} ({evaluation})"
+                lines.append(target_row(t, shown, stats.get((evaluation, name, float(t["level"]))), dense, stats,
+                                        evaluations, own and (reference, own)))
         choice = t.get("on_val") and chosen_on_val(t, names, evaluations, stats)
         if choice:
             name, evaluation, val = choice
