@@ -75,6 +75,22 @@ def logged_seconds(log: str) -> float:
     return total
 
 
+_STEP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|.*?num_updates=(\d+)", re.M)
+
+
+def recent_rate(log: str):
+    """Updates per second in the latest session of an appended log, from its first logged
+    update to its last, validations and saves included (None before two are logged): what the
+    rest of the job will run at on the same machine, not the earlier sessions' rate."""
+    import datetime
+    steps = _STEP.findall(re.split(r"^\$ ", log, flags=re.M)[-1])
+    if len(steps) < 2:
+        return None
+    (t0, u0), (t1, u1) = steps[0], steps[-1]
+    seconds = (datetime.datetime.fromisoformat(t1) - datetime.datetime.fromisoformat(t0)).total_seconds()
+    return (int(u1) - int(u0)) / seconds if seconds > 0 and int(u1) > int(u0) else None
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

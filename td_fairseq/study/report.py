@@ -19,7 +19,7 @@ import statistics
 
 from ..files import UserError, atomic_write
 from ..results import write_rows
-from .job import REPO, read_text, updates_done
+from .job import REPO, read_text, recent_rate, updates_done
 
 
 def launch_config(sweep_dir):
@@ -100,7 +100,10 @@ def progress(folder) -> str:
     planned = _config_updates(folder)
     saved = _SAVED.findall(log)
     where = f"saved at update {saved[-1][1]} (epoch {saved[-1][0]})" if saved else "not saved yet"
-    return f"at update {updates}{f' of {planned}' if planned else ''}, {where}; "
+    rate = recent_rate(log)
+    pace = (f" ({rate:.2f} updates/s lately: about {(planned - updates) / rate / 3600:.1f} h of training left)"
+            if rate and planned and planned > updates else "")
+    return f"at update {updates}{f' of {planned}' if planned else ''}{pace}, {where}; "
 
 
 def _config_updates(folder):

@@ -260,6 +260,20 @@ def test_an_unfinished_job_says_where_its_training_stands(tmp_path):
         "unfinished: at update 20 of 30, saved at update 12 (epoch 1);", "unfinished: trained (30 updates), evaluating;"]
 
 
+def test_an_unfinished_job_gives_its_latest_sessions_pace(tmp_path):
+    """Updates per second since the last resume (an earlier session on another machine ran at
+    another pace) and the hours of training that leaves."""
+    folder = fake_job(tmp_path, ["model=td", "seed=1", "updates=3620"])
+    (folder / ".hydra" / "config.yaml").write_text("updates: 3620\n")
+    step = "2026-12-07 {} | INFO | train_inner | epoch 001:     1 / 9 loss=4.1, num_updates={}, lr=0.001\n"
+    (folder / "train.log").write_text(
+        "$ fairseq-train ...\n" + step.format("00:00:00", 10) + step.format("00:00:01", 12)
+        + "$ fairseq-train ...\n" + step.format("02:00:00", 12) + step.format("02:00:16", 20))
+    _, _, problems = write_report(str(tmp_path))
+    assert problems[0][1].startswith(
+        "unfinished: at update 20 of 3620 (0.50 updates/s lately: about 2.0 h of training left), not saved yet;")
+
+
 def test_a_grid_names_each_value_and_leaves_out_what_every_job_shares():
     results = [dict(label="l1", overrides=["model=l1", "model.coef=1e-6", "seed=1", "updates=30"]),
                dict(label="l1", overrides=["model=l1", "model.coef=1e-5", "seed=1", "updates=30"]),
