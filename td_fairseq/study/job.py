@@ -88,7 +88,8 @@ def recent_rate(log: str):
         return None
     (t0, u0), (t1, u1) = steps[0], steps[-1]
     seconds = (datetime.datetime.fromisoformat(t1) - datetime.datetime.fromisoformat(t0)).total_seconds()
-    return (int(u1) - int(u0)) / seconds if seconds > 0 and int(u1) > int(u0) else None
+    updates = int(u1) - int(u0)
+    return updates / seconds if seconds > 0 and updates > 0 else None
 
 
 def read_text(path):
