@@ -60,35 +60,34 @@ def updates_done(log: str) -> int:
 
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|", re.M)
+_STEP = re.compile(_STAMP.pattern + r".*?num_updates=(\d+)", re.M)
+
+
+def _sessions(log: str) -> list:
+    """An appended log cut at each ``$ command`` line: one piece per process that wrote to it."""
+    return re.split(r"^\$ ", log, flags=re.M)
+
+
+def _seconds(first: str, last: str) -> float:
+    import datetime
+    return (datetime.datetime.fromisoformat(last) - datetime.datetime.fromisoformat(first)).total_seconds()
 
 
 def logged_seconds(log: str) -> float:
     """Training wall-clock over every session of an appended log: from each ``$ command`` line,
     the first logged time to the last (fairseq's own wall= restarts with each resume)."""
-    import datetime
-    total = 0.0
-    for session in re.split(r"^\$ ", log, flags=re.M):
-        stamps = _STAMP.findall(session)
-        if stamps:
-            first, last = (datetime.datetime.fromisoformat(t) for t in (stamps[0], stamps[-1]))
-            total += (last - first).total_seconds()
-    return total
-
-
-_STEP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|.*?num_updates=(\d+)", re.M)
+    return sum(_seconds(stamps[0], stamps[-1]) for stamps in map(_STAMP.findall, _sessions(log)) if stamps)
 
 
 def recent_rate(log: str):
     """Updates per second in the latest session of an appended log, from its first logged
     update to its last, validations and saves included (None before two are logged): what the
     rest of the job will run at on the same machine, not the earlier sessions' rate."""
-    import datetime
-    steps = _STEP.findall(re.split(r"^\$ ", log, flags=re.M)[-1])
+    steps = _STEP.findall(_sessions(log)[-1])
     if len(steps) < 2:
         return None
     (t0, u0), (t1, u1) = steps[0], steps[-1]
-    seconds = (datetime.datetime.fromisoformat(t1) - datetime.datetime.fromisoformat(t0)).total_seconds()
-    updates = int(u1) - int(u0)
+    seconds, updates = _seconds(t0, t1), int(u1) - int(u0)
     return updates / seconds if seconds > 0 and updates > 0 else None
 
 
