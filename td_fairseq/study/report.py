@@ -209,24 +209,50 @@ def control(name):
     return f"no_td {setting}" if setting else "no_td"
 
 
-def controls(rows, stats):
+def curve_against(results, name):
+    """Per control seed, one line: its validation loss minus the plain no_td's of the same seed, epoch by
+    epoch, set against how far apart no_td's own seeds lie at each epoch (highest minus lowest)."""
+    plain = {r["seed"]: {p["epoch"]: p["loss"] for p in r["curve"]} for r in results if r["name"] == "no_td"}
+    lines = []
+    for r in (r for r in results if r["name"] == name and r["seed"] in plain):
+        epochs = [p for p in r["curve"] if p["epoch"] in plain[r["seed"]]]
+        if not epochs:
+            continue
+        diffs, spreads = [], []
+        for p in epochs:
+            seeds = [c[p["epoch"]] for c in plain.values() if p["epoch"] in c]
+            diffs.append(p["loss"] - plain[r["seed"]][p["epoch"]])
+            spreads.append(max(seeds) - min(seeds) if len(seeds) > 1 else None)
+        line = (f"Validation loss, {name} seed {r['seed']} minus no_td seed {r['seed']} at the same epoch: "
+                f"{min(diffs):+.3f} to {max(diffs):+.3f} over {len(diffs)} epochs (the last {diffs[-1]:+.3f})")
+        known = [(d, s) for d, s in zip(diffs, spreads) if s is not None]
+        if known:
+            line += (f"; no_td's seeds lie {min(s for _, s in known):.3f}-{max(s for _, s in known):.3f} apart "
+                     f"at an epoch, and the difference is inside that spread at "
+                     f"{sum(abs(d) <= s for d, s in known)} of {len(known)} epochs")
+        lines.append(line + ".")
+    return lines
+
+
+def controls(rows, stats, results=()):
     """How far a setting named apart moves no_td: each such no_td against the plain one, at every
-    evaluation and level both have."""
+    evaluation and level both have, and its validation curve against the plain one of the same seed."""
     order = {e: i for i, e in enumerate(dict.fromkeys(r["evaluation"] for r in rows))}
     patterns = {r["evaluation"]: r.get("pattern", "unstructured") for r in rows}
     sections = []
     for name in sorted({n for (_, n, _) in stats if n.startswith("no_td ")}):
         shared = sorted(((e, lv) for (e, n, lv) in stats if n == name and (e, "no_td", lv) in stats),
                         key=lambda e_lv: (order[e_lv[0]], e_lv[1]))
-        lines = [f"### {name} against no_td", "",
-                 f"| evaluation | pruned | no_td | {name} | difference | no_td's seed std |", "|---|---|---|---|---|---|"]
+        lines = [f"| evaluation | pruned | no_td | {name} | difference | no_td's seed std |",
+                 "|---|---|---|---|---|---|"]
         for e, lv in shared:
             plain, other = stats[(e, "no_td", lv)], stats[(e, name, lv)]
             std = "–" if plain["std"] is None else f"{plain['std']:.2f}"
             lines.append(f"| {e} | {level_name(lv, patterns[e])} | {cell(plain)} | {cell(other)} | "
                          f"{other['mean'] - plain['mean']:+.2f} | {std} |")
-        if shared:
-            sections.append("\n".join(lines))
+        parts = (["\n".join(lines)] if shared else []) + curve_against(results, name)
+        if parts:
+            sections.append("\n\n".join([f"### {name} against no_td"] + parts))
     return sections and "## Controls (a setting named apart, against no_td)\n\n" + "\n\n".join(sections)
 
 
@@ -450,7 +476,7 @@ def write_report(sweep_dir, out=None, finished=None):
             sections += [f"## Retention (mean BLEU over no_td's mean dense BLEU, {dense:.2f})"] + [
                 evaluation_table(rows, stats, e, dense) for e in evaluations
                 if all(r.get("subset", "test") == "test" for r in rows if r["evaluation"] == e)]
-        sections += [verdicts(results, stats, spec["targets"] or []), controls(rows, stats),
+        sections += [verdicts(results, stats, spec["targets"] or []), controls(rows, stats, results),
                      spec["versus"] and versus(rows, stats, spec["versus"]),
                      "## The best one-shot row per level\n\n"
                      + best_one_shot(rows, stats), "## Validation\n\n" + validation_table(results)]

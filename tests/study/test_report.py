@@ -173,13 +173,25 @@ def test_a_setting_named_apart_is_read_against_its_own_no_td(tmp_path):
         path.write_text(json.dumps(dict(json.loads(path.read_text()), config={"targets": targets})))
     text = write_report(str(tmp_path))[1]
     controls = text.split("## Controls (a setting named apart, against no_td)")[1].split("\n## ")[0]
-    assert controls.strip().splitlines()[4:] == [
+    assert [line for line in controls.splitlines() if line.startswith("| ")][1:] == [
         "| weight | 0 % | 21.00 ± 1.41 | 20.50 | -0.50 | 1.41 |",
         "| weight | 50 % | 18.00 ± 0.00 | 17.00 | -1.00 | 0.00 |",
         "| pattern_2_4 | 2:4 | 17.00 ± 0.00 | 16.00 | -1.00 | 0.00 |"]
     # the verdict stays over the plain no_td (19 / 21); the own control's retention is beside it (19 / 20.5)
     assert ("| td precision=fp32 | 70 % | 1 | 19.00 | 0.905 | 0.9 | yes (over no_td precision=fp32's dense 20.50: "
             "0.927) |") in text
+
+
+def test_a_controls_validation_curve_is_read_against_its_twin_and_the_seeds_spread(tmp_path):
+    for seed, curve in ((1, ((12, 6.0), (24, 5.5), (36, 5.2))), (2, ((12, 6.1), (24, 5.5), (36, 5.25)))):
+        fake_job(tmp_path, ["model=no_td", f"seed={seed}"], [row("weight", "no_td", 0.0, 20)], curve=curve)
+    # epoch by epoch against seed 1: +0.05 (spread 0.1: inside), +0.02 (spread 0: outside), -0.04 (0.05: inside)
+    fake_job(tmp_path, ["model=no_td", "seed=1", "precision=fp32"], [row("weight", "no_td", 0.0, 19)],
+             curve=((12, 6.05), (24, 5.52), (36, 5.16)))
+    text = write_report(str(tmp_path))[1]
+    assert ("Validation loss, no_td precision=fp32 seed 1 minus no_td seed 1 at the same epoch: -0.040 to +0.050 "
+            "over 3 epochs (the last -0.040); no_td's seeds lie 0.000-0.100 apart at an epoch, and the difference "
+            "is inside that spread at 2 of 3 epochs.") in text
 
 
 def test_jobs_finished_on_another_machine_are_read_from_their_committed_copies(tmp_path):
