@@ -188,13 +188,16 @@ def variants(args, tmp) -> dict:
     return paths
 
 
+TRAINED_COMPUTE_TYPES = ("float32", "int8_float32", "int8", "int8_bfloat16", "bfloat16")
+
+
 def trained_specs(args, tmp) -> dict:
     """{(model, engine): worker spec}, the CTranslate2 models exported (the parent loads none)."""
     import ctranslate2
 
     from td_fairseq.tools.ctranslate2_export import export_ctranslate2
     supported = ctranslate2.get_supported_compute_types("cpu")
-    compute_types = [c for c in ("float32", "int8_float32", "int8", "int8_bfloat16", "bfloat16") if c in supported]
+    compute_types = args.compute_types or [c for c in TRAINED_COMPUTE_TYPES if c in supported]
     common = {"kind": "trained", "data_bin": args.data_bin, "subset": args.subset, "beam": args.beam,
               "max_len_a": args.max_len_a, "max_len_b": args.max_len_b, "max_tokens": args.max_tokens,
               "spm": args.spm, "ref": args.ref, "threads": args.threads}
@@ -272,6 +275,8 @@ def main(argv=None):
     p.add_argument("--wmt-sentences", type=int, default=64)
     p.add_argument("--wmt-batch-tokens", type=int, default=1024, help="WMT shape: CTranslate2 max_batch_size (tokens)")
     p.add_argument("--wmt-compute-types", nargs="+", default=["int8"], help="WMT shape: CTranslate2 compute types")
+    p.add_argument("--compute-types", nargs="+", choices=TRAINED_COMPUTE_TYPES,
+                   help="trained figure: CTranslate2 compute types (default: each of these the CPU supports)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if bool(args.checkpoint) != bool(args.data_bin):
@@ -283,6 +288,9 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import ctranslate2
 
+    unsupported = sorted(set(args.compute_types or ()) - ctranslate2.get_supported_compute_types("cpu"))
+    if unsupported:
+        p.error(f"this CPU's CTranslate2 does not support --compute-types {' '.join(unsupported)}")
     from td_fairseq.results import git_commit, machine
     from td_fairseq.tools.translate import load_spm
     if args.spm:

@@ -24,12 +24,13 @@ def test_trained_model_figure(trained_checkpoint, data_bin, tmp_path, monkeypatc
     monkeypatch.setattr(serve_speed, "run_worker", spy)
     out = tmp_path / "speed.json"
     result = serve_speed.main(["--checkpoint", str(trained_checkpoint), "--data-bin", str(data_bin), "--skip-wmt",
-                               "--compact-levels", "0.5", "--repeats", "1", "--threads", "1", "--json", str(out)])
+                               "--compact-levels", "0.5", "--repeats", "1", "--threads", "1", "--json", str(out),
+                               "--compute-types", "float32", "int8"])  # one of each stored type: the rest cost time
     assert json.loads(out.read_text()) == result and result["commit"] and "serve_speed.py" in result["command"]
     assert result["isolation"] == "process"
     rows = {(r["model"], r["engine"]): r for r in result["trained"]}
     models = {"dense", "pruned 50 % unstructured", "compact 50 % FFN units"}
-    ct2 = {f"CTranslate2 {c}" for c in result["ctranslate2_cpu_compute_types"]}
+    ct2 = {"CTranslate2 float32", "CTranslate2 int8"}
     engines = {"fairseq fp32", "fairseq bf16"} | ct2
     assert set(rows) == {(m, e) for m in models for e in engines}
     # one batching-tuning process per CTranslate2 compute type, then one process per (model, engine):
@@ -48,6 +49,17 @@ def test_trained_model_figure(trained_checkpoint, data_bin, tmp_path, monkeypatc
     dense_f32 = rows[("dense", "CTranslate2 float32")]
     if dense_f32["batching"] == "fairseq batches":
         assert abs(dense_f32["bleu"] - rows[("dense", "fairseq fp32")]["bleu"]) < 1.0
+
+
+def test_a_compute_type_the_cpu_lacks_is_refused_before_any_work(monkeypatch, capsys):
+    import ctranslate2
+    monkeypatch.setattr(ctranslate2, "get_supported_compute_types", lambda device: {"float32", "int8"})
+    monkeypatch.setattr(serve_speed, "wmt_figure", lambda *a: pytest.fail("started work"))
+    with pytest.raises(SystemExit) as exit_:
+        serve_speed.main(["--compute-types", "int8", "bfloat16"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "this CPU's CTranslate2 does not support --compute-types bfloat16")
 
 
 def test_rounds_start_every_worker_once_a_round_order_alternating(monkeypatch):
