@@ -288,7 +288,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import ctranslate2
 
-    unsupported = sorted(set(args.compute_types or ()) - ctranslate2.get_supported_compute_types("cpu"))
+    supported = ctranslate2.get_supported_compute_types("cpu")
+    unsupported = sorted(set(args.compute_types or ()) - supported)
     if unsupported:
         p.error(f"this CPU's CTranslate2 does not support --compute-types {' '.join(unsupported)}")
     from td_fairseq.results import git_commit, machine
@@ -298,7 +299,7 @@ def main(argv=None):
     result = {"command": "python benchmarks/serve_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "commit": git_commit(), "machine": machine(), "torch": torch.__version__,
               "ctranslate2": ctranslate2.__version__, "threads": args.threads, "beam": args.beam,
-              "ctranslate2_cpu_compute_types": sorted(ctranslate2.get_supported_compute_types("cpu")),
+              "ctranslate2_cpu_compute_types": sorted(supported),
               "isolation": "process", "repeats": args.repeats}
     print(f"{result['command']}\ncommit {result['commit']} | {result['machine']} | torch {result['torch']}, "
           f"ctranslate2 {result['ctranslate2']} ({', '.join(result['ctranslate2_cpu_compute_types'])}), "

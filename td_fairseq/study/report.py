@@ -213,19 +213,21 @@ def curve_against(results, name):
     """Per control seed, one line: its validation loss minus the plain no_td's of the same seed, epoch by
     epoch, set against how far apart no_td's own seeds lie at each epoch (highest minus lowest)."""
     plain = {r["seed"]: {p["epoch"]: p["loss"] for p in r["curve"]} for r in results if r["name"] == "no_td"}
+    by_epoch = {}
+    for curve in plain.values():
+        for epoch, loss in curve.items():
+            by_epoch.setdefault(epoch, []).append(loss)
+    spread = {e: max(losses) - min(losses) for e, losses in by_epoch.items() if len(losses) > 1}
     lines = []
     for r in (r for r in results if r["name"] == name and r["seed"] in plain):
-        epochs = [p for p in r["curve"] if p["epoch"] in plain[r["seed"]]]
-        if not epochs:
+        twin = plain[r["seed"]]
+        diffs = [(p["epoch"], p["loss"] - twin[p["epoch"]]) for p in r["curve"] if p["epoch"] in twin]
+        if not diffs:
             continue
-        diffs, spreads = [], []
-        for p in epochs:
-            seeds = [c[p["epoch"]] for c in plain.values() if p["epoch"] in c]
-            diffs.append(p["loss"] - plain[r["seed"]][p["epoch"]])
-            spreads.append(max(seeds) - min(seeds) if len(seeds) > 1 else None)
+        values = [d for _, d in diffs]
         line = (f"Validation loss, {name} seed {r['seed']} minus no_td seed {r['seed']} at the same epoch: "
-                f"{min(diffs):+.3f} to {max(diffs):+.3f} over {len(diffs)} epochs (the last {diffs[-1]:+.3f})")
-        known = [(d, s) for d, s in zip(diffs, spreads) if s is not None]
+                f"{min(values):+.3f} to {max(values):+.3f} over {len(diffs)} epochs (the last {values[-1]:+.3f})")
+        known = [(d, spread[e]) for e, d in diffs if e in spread]
         if known:
             line += (f"; no_td's seeds lie {min(s for _, s in known):.3f}-{max(s for _, s in known):.3f} apart "
                      f"at an epoch, and the difference is inside that spread at "
@@ -234,7 +236,7 @@ def curve_against(results, name):
     return lines
 
 
-def controls(rows, stats, results=()):
+def controls(rows, stats, results):
     """How far a setting named apart moves no_td: each such no_td against the plain one, at every
     evaluation and level both have, and its validation curve against the plain one of the same seed."""
     order = {e: i for i, e in enumerate(dict.fromkeys(r["evaluation"] for r in rows))}
